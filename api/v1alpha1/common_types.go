@@ -1,0 +1,115 @@
+/*
+Copyright 2026 The sallyport Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+// Enforcement says whether a policy decides requests or is only evaluated
+// beside the enforced policies.
+// +kubebuilder:validation:Enum=Enforce;DryRun
+type Enforcement string
+
+const (
+	// EnforcementEnforce makes the policy take part in decisions.
+	EnforcementEnforce Enforcement = "Enforce"
+	// EnforcementDryRun evaluates the policy beside the enforced one; it never
+	// changes an answer.
+	EnforcementDryRun Enforcement = "DryRun"
+)
+
+// Classification is a data classification, ordered
+// public < internal < confidential < restricted.
+// +kubebuilder:validation:Enum=public;internal;confidential;restricted
+type Classification string
+
+const (
+	// ClassificationPublic is data anyone may see.
+	ClassificationPublic Classification = "public"
+	// ClassificationInternal is data for the organisation only.
+	ClassificationInternal Classification = "internal"
+	// ClassificationConfidential is data for a need-to-know audience.
+	ClassificationConfidential Classification = "confidential"
+	// ClassificationRestricted is the most sensitive data.
+	ClassificationRestricted Classification = "restricted"
+)
+
+// ResourceClass names a class of resource, the unit a ConnectionPolicy's
+// reach grants and a ResourcePolicy declares.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+type ResourceClass string
+
+// Scope is one scope a request may carry, such as "ledger.read".
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=128
+// +kubebuilder:validation:Pattern=`^[!#-\[\]-~]+$`
+type Scope string
+
+// Expression is a CEL expression that evaluates to a bool. It is
+// type-checked against the declared variables, and its estimated cost must
+// fit the per-expression budget.
+// +kubebuilder:validation:MaxLength=4096
+type Expression string
+
+// Condition types and reasons shared by both kinds. Reasons are stable: alerts
+// and pipelines may match on them.
+const (
+	// ConditionReady is True when the current generation of the policy is
+	// compiled and serving decisions.
+	ConditionReady = "Ready"
+	// ConditionCompiled is True when the current generation compiled.
+	ConditionCompiled = "Compiled"
+
+	// ReasonReady says the policy serves its current generation.
+	ReasonReady = "Ready"
+	// ReasonCompiled says the current generation compiled.
+	ReasonCompiled = "Compiled"
+	// ReasonCompileFailed says the current generation did not compile; the
+	// message names the field, the rule and the position, and the last good
+	// generation (status.compiled.generation), if any, keeps serving.
+	ReasonCompileFailed = "CompileFailed"
+	// ReasonAudienceConflict says an older ConnectionPolicy holds the
+	// audience this one claims.
+	ReasonAudienceConflict = "AudienceConflict"
+	// ReasonHostConflict says an older ResourcePolicy holds a host this one
+	// claims.
+	ReasonHostConflict = "HostConflict"
+	// ReasonServiceConflict says an older ResourcePolicy of the same
+	// enforcement mode in the namespace already names this service.
+	ReasonServiceConflict = "ServiceConflict"
+	// ReasonProgressing says the current generation has not been compiled yet.
+	ReasonProgressing = "Progressing"
+)
+
+// CompiledStatus summarises the compiled version of a policy that serves
+// decisions now. Its generation lags metadata.generation while a newer
+// generation fails to compile.
+type CompiledStatus struct {
+	// generation of the policy that is compiled and serving.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// rules is the number of rules (ResourcePolicy) or reach entries
+	// (ConnectionPolicy).
+	// +optional
+	Rules int32 `json:"rules,omitempty"`
+	// expressions is the number of CEL expressions compiled.
+	// +optional
+	Expressions int32 `json:"expressions,omitempty"`
+	// estimatedCost is the sum of the static worst-case cost estimates of the
+	// policy's CEL expressions, in CEL cost units.
+	// +optional
+	EstimatedCost int64 `json:"estimatedCost,omitempty"`
+}

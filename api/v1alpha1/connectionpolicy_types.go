@@ -1,0 +1,206 @@
+/*
+Copyright 2026 The sallyport Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ConnectionPolicySpec is one trust boundary: this workload identity, holding
+// a credential for this audience, may reach these classes of resource, with at
+// most these scopes, up to this data classification.
+// +kubebuilder:validation:XValidation:rule="!has(self.token) || !has(self.token.expirationSeconds) || duration(string(self.token.expirationSeconds) + 's') <= duration(self.maxTokenLifetime)",message="token.expirationSeconds may not exceed maxTokenLifetime",fieldPath=".token.expirationSeconds"
+type ConnectionPolicySpec struct {
+	// enforcement says whether this policy decides requests (Enforce) or is
+	// only evaluated beside the enforced policy and never changes an answer
+	// (DryRun). Uniqueness of audiences applies per enforcement mode.
+	// +kubebuilder:default=Enforce
+	// +optional
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+
+	// serviceAccountName is the workload identity: a ServiceAccount in the
+	// policy's namespace. A credential reviewed as any other identity is
+	// refused.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName"`
+
+	// audience is the one audience tokens for this connection must carry.
+	// When empty it is "sallyport.dev/<namespace>/<name>", so a token minted
+	// for one connection is useless on any other; status.audience shows the
+	// effective value. The API server's own audiences are refused. When two
+	// policies claim one audience, the older keeps it and the other reports
+	// Ready=False, reason AudienceConflict.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[!-~]+$`
+	Audience string `json:"audience,omitempty"`
+
+	// maxTokenLifetime is the longest lifetime (exp - iat) a presented token
+	// may have, wherever it was minted; a longer-lived token is refused.
+	// Between 10m and 48h.
+	// +kubebuilder:default="1h"
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10m') && duration(self) <= duration('48h')",message="must be between 10m and 48h"
+	MaxTokenLifetime metav1.Duration `json:"maxTokenLifetime,omitempty"`
+
+	// reach lists the resource classes this connection may reach, each with
+	// the scopes it may exercise there and the highest data classification it
+	// may touch. A class that is not listed cannot be reached.
+	// +optional
+	// +listType=map
+	// +listMapKey=class
+	// +kubebuilder:validation:MaxItems=32
+	Reach []Reach `json:"reach,omitempty"`
+
+	// when is an optional CEL expression over `connection` and `request`; the
+	// connection is allowed only when it evaluates to true. An expression that
+	// fails at run time denies.
+	// +optional
+	When Expression `json:"when,omitempty"`
+
+	// token asks the operator to issue short-lived tokens for this
+	// connection.
+	// +optional
+	Token *TokenSpec `json:"token,omitempty"`
+}
+
+// Reach grants a connection one class of resource.
+type Reach struct {
+	// class is the resource class (a ResourcePolicy's spec.class).
+	// +required
+	Class ResourceClass `json:"class"`
+
+	// scopes are the scopes the connection may exercise on this class. Empty
+	// means none: only requests without scopes pass. "*" means any scope.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	Scopes []Scope `json:"scopes,omitempty"`
+
+	// maxClassification is the highest data classification the connection
+	// may touch on this class.
+	// +kubebuilder:default=internal
+	// +optional
+	MaxClassification Classification `json:"maxClassification,omitempty"`
+}
+
+// TokenMode says how the operator hands tokens to workloads.
+// +kubebuilder:validation:Enum=Projected;Secret
+type TokenMode string
+
+const (
+	// TokenModeProjected injects a kubelet-rotated projected token into
+	// annotated pods.
+	TokenModeProjected TokenMode = "Projected"
+	// TokenModeSecret keeps a token in a Secret the operator owns and rotates.
+	TokenModeSecret TokenMode = "Secret"
+)
+
+// TokenSpec asks the operator to issue short-lived, audience-bound tokens for
+// the policy's ServiceAccount.
+// +kubebuilder:validation:XValidation:rule="self.mode == 'Secret' || !has(self.secretName)",message="secretName is only valid with mode Secret",fieldPath=".secretName"
+type TokenSpec struct {
+	// mode is Projected (a projected volume in annotated pods, rotated by the
+	// kubelet) or Secret (a Secret kept fresh by the operator).
+	// +required
+	Mode TokenMode `json:"mode"`
+
+	// secretName is the Secret that holds the token in Secret mode. Default
+	// "<policy>-token". The operator never writes into a Secret it does not
+	// own.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName,omitempty"`
+
+	// expirationSeconds is the requested token lifetime: at least 600 (the
+	// API server's floor), at most maxTokenLifetime. 3607 is refused: the API
+	// server treats that value as a legacy-token request and may extend it.
+	// +kubebuilder:default=900
+	// +optional
+	// +kubebuilder:validation:Minimum=600
+	// +kubebuilder:validation:Maximum=172800
+	// +kubebuilder:validation:XValidation:rule="self != 3607",message="3607 is reserved by the API server for extended legacy tokens; use 3600 or 3608"
+	ExpirationSeconds *int64 `json:"expirationSeconds,omitempty"`
+}
+
+// ConnectionPolicyStatus is the observed state of a ConnectionPolicy.
+type ConnectionPolicyStatus struct {
+	// observedGeneration is the generation the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready and Compiled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// audience is the effective audience: spec.audience, or its default.
+	// +optional
+	Audience string `json:"audience,omitempty"`
+
+	// compiled summarises the version of this policy that serves decisions.
+	// +optional
+	Compiled *CompiledStatus `json:"compiled,omitempty"`
+}
+
+// ConnectionPolicy is the outer gate: it says which workload identity, with
+// which short-lived credential for which audience, may reach which classes of
+// resource, with which scopes, up to which data classification.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=connpol,categories=sallyport
+// +kubebuilder:printcolumn:name="Service Account",type=string,JSONPath=`.spec.serviceAccountName`
+// +kubebuilder:printcolumn:name="Audience",type=string,JSONPath=`.status.audience`
+// +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ConnectionPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired trust boundary.
+	// +required
+	Spec ConnectionPolicySpec `json:"spec"`
+
+	// status is what the operator observed and serves.
+	// +optional
+	Status ConnectionPolicyStatus `json:"status,omitempty"`
+}
+
+// ConnectionPolicyList is a list of ConnectionPolicies.
+// +kubebuilder:object:root=true
+type ConnectionPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ConnectionPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ConnectionPolicy{}, &ConnectionPolicyList{})
+}
