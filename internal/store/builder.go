@@ -52,10 +52,10 @@ func upsert[T any, O interface {
 	GetUID() types.UID
 	GetGeneration() int64
 	GetLabels() map[string]string
-}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error), audience string) {
+}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error), audience string) error {
 	e := m[key]
 	if e != nil && e.uid == obj.GetUID() && e.generation == obj.GetGeneration() && maps.Equal(e.labels, labels.Set(obj.GetLabels())) {
-		return
+		return nil
 	}
 	if e == nil || e.uid != obj.GetUID() {
 		e = &entry[T]{}
@@ -67,6 +67,7 @@ func upsert[T any, O interface {
 	if err == nil {
 		e.served = compiled
 	}
+	return err
 }
 
 // safeCompile turns a panic in compilation into an error, so one hostile
@@ -80,32 +81,19 @@ func safeCompile[T any](compile func() (*T, error)) (out *T, err error) {
 	return compile()
 }
 
-// Err returns why the current generation of a policy did not compile; nil
-// when it compiled or is unknown.
-func (b *Builder) Err(ref Ref) error {
-	switch ref.Kind {
-	case KindConnection:
-		if e := b.connections[ref.NamespacedName]; e != nil {
-			return e.err
-		}
-	case KindResource:
-		if e := b.resources[ref.NamespacedName]; e != nil {
-			return e.err
-		}
-	}
-	return nil
-}
-
-// UpsertConnection records the current version of a ConnectionPolicy.
-func (b *Builder) UpsertConnection(cp *v1alpha1.ConnectionPolicy) {
+// UpsertConnection records the current version of a ConnectionPolicy. It
+// returns the compile error when this call compiled a new version that
+// failed; an unchanged version is not compiled again.
+func (b *Builder) UpsertConnection(cp *v1alpha1.ConnectionPolicy) error {
 	key := types.NamespacedName{Namespace: cp.Namespace, Name: cp.Name}
-	upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) }, policy.EffectiveAudience(cp))
+	return upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) }, policy.EffectiveAudience(cp))
 }
 
-// UpsertResource records the current version of a ResourcePolicy.
-func (b *Builder) UpsertResource(rp *v1alpha1.ResourcePolicy) {
+// UpsertResource records the current version of a ResourcePolicy, like
+// UpsertConnection.
+func (b *Builder) UpsertResource(rp *v1alpha1.ResourcePolicy) error {
 	key := types.NamespacedName{Namespace: rp.Namespace, Name: rp.Name}
-	upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) }, "")
+	return upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) }, "")
 }
 
 // Delete forgets a policy: its served version stops serving.

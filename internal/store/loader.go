@@ -128,20 +128,18 @@ func (l *Loader) apply(k pendingKey, obj client.Object) {
 			l.builder.Delete(Ref{Kind: k.kind, NamespacedName: k.key})
 		}
 	case *v1alpha1.ConnectionPolicy:
-		l.builder.UpsertConnection(o)
-		l.logFailure(Ref{KindConnection, k.key}, o.Generation)
+		l.logFailure(KindConnection, o, l.builder.UpsertConnection(o))
 	case *v1alpha1.ResourcePolicy:
-		l.builder.UpsertResource(o)
-		l.logFailure(Ref{KindResource, k.key}, o.Generation)
+		l.logFailure(KindResource, o, l.builder.UpsertResource(o))
 	default:
 		l.builder.SetNamespace(k.key.Name, obj.GetLabels(), false)
 	}
 }
 
-func (l *Loader) logFailure(ref Ref, generation int64) {
-	if err := l.builder.Err(ref); err != nil {
+func (l *Loader) logFailure(kind Kind, obj client.Object, err error) {
+	if err != nil {
 		l.log.Info("Policy does not compile; its last good generation keeps serving",
-			"kind", ref.Kind, "policy", ref.NamespacedName.String(), "generation", generation, "error", err.Error())
+			"kind", kind, "policy", client.ObjectKeyFromObject(obj).String(), "generation", obj.GetGeneration(), "error", err.Error())
 	}
 }
 
