@@ -63,7 +63,7 @@ envtest: ## Build (once per machine) the kube-apiserver and etcd for tests; prin
 
 .PHONY: test
 test: ## Run the whole test suite (unit and envtest) against a real API server.
-	hack/test.sh
+	TEST_FLAGS="$(TEST_FLAGS)" TEST_TIMEOUT="$(TEST_TIMEOUT)" hack/test.sh
 
 ##@ Build
 
@@ -73,4 +73,4 @@ build: ## Build bin/sallyport.
 
 .PHONY: run
 run: build ## Run the manager: against $KUBECONFIG when set, else on an embedded local control plane.
-	hack/run.sh
+	hack/run.sh $(ARGS)

@@ -23,7 +23,7 @@ import (
 // ConnectionPolicySpec is one trust boundary: this workload identity, holding
 // a credential for this audience, may reach these classes of resource, with at
 // most these scopes, up to this data classification.
-// +kubebuilder:validation:XValidation:rule="!has(self.token) || !has(self.token.expirationSeconds) || duration(string(self.token.expirationSeconds) + 's') <= duration(self.maxTokenLifetime)",message="token.expirationSeconds may not exceed maxTokenLifetime",fieldPath=".token.expirationSeconds"
+// +kubebuilder:validation:XValidation:rule="!has(self.token) || !has(self.token.expirationSeconds) || !has(self.maxTokenLifetime) || self.token.expirationSeconds <= duration(self.maxTokenLifetime).getSeconds()",message="token.expirationSeconds may not exceed maxTokenLifetime",fieldPath=".token.expirationSeconds"
 type ConnectionPolicySpec struct {
 	// enforcement says whether this policy decides requests (Enforce) or is
 	// only evaluated beside the enforced policy and never changes an answer
@@ -62,7 +62,7 @@ type ConnectionPolicySpec struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10m') && duration(self) <= duration('48h')",message="must be between 10m and 48h"
-	MaxTokenLifetime metav1.Duration `json:"maxTokenLifetime,omitempty"`
+	MaxTokenLifetime metav1.Duration `json:"maxTokenLifetime,omitzero"`
 
 	// reach lists the resource classes this connection may reach, each with
 	// the scopes it may exercise there and the highest data classification it
@@ -176,6 +176,7 @@ type ConnectionPolicyStatus struct {
 // +kubebuilder:resource:shortName=connpol,categories=sallyport
 // +kubebuilder:printcolumn:name="Service Account",type=string,JSONPath=`.spec.serviceAccountName`
 // +kubebuilder:printcolumn:name="Audience",type=string,JSONPath=`.status.audience`
+// +kubebuilder:printcolumn:name="Reach",type=string,JSONPath=`.spec.reach[*].class`
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1

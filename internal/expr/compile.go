@@ -165,7 +165,7 @@ func (p *Program) Eval(a *Activation) (bool, error) {
 	out, det, err := p.prg.Eval(a)
 	if err != nil {
 		if det != nil && det.ActualCost() != nil && strings.Contains(err.Error(), "cost limit exceeded") {
-			return false, fmt.Errorf("%w after %d units: %v", ErrCostLimit, *det.ActualCost(), err)
+			return false, fmt.Errorf("%w after %d units: %w", ErrCostLimit, *det.ActualCost(), err)
 		}
 		return false, err
 	}

@@ -42,8 +42,8 @@ func (sizeEstimator) EstimateSize(node checker.AstNode) *checker.SizeEstimate {
 	if len(path) == 0 {
 		return nil
 	}
-	if max, ok := maxSizes[strings.Join(path, ".")]; ok {
-		return &checker.SizeEstimate{Min: 0, Max: max}
+	if n, ok := maxSizes[strings.Join(path, ".")]; ok {
+		return &checker.SizeEstimate{Min: 0, Max: n}
 	}
 	return nil
 }

@@ -233,7 +233,8 @@ func (c *Compiler) CompileConnection(cp *v1alpha1.ConnectionPolicy) (*Connection
 		switch es := out.Token.ExpirationSeconds; {
 		case es < MinExpirationSeconds:
 			errs = append(errs, field.Invalid(ep, es, fmt.Sprintf("must be at least %d, the API server's floor", MinExpirationSeconds)))
-		case time.Duration(es)*time.Second > out.MaxTokenLifetime:
+		case es > int64(out.MaxTokenLifetime/time.Second):
+			// Compared in seconds: es*time.Second overflows for large es.
 			errs = append(errs, field.Invalid(ep, es, fmt.Sprintf("may not exceed maxTokenLifetime (%s)", out.MaxTokenLifetime)))
 		case es == legacyTokenExpirationSeconds:
 			errs = append(errs, field.Invalid(ep, es, "3607 is reserved by the API server for extended legacy tokens; use 3600 or 3608"))

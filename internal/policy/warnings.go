@@ -26,7 +26,7 @@ func ConnectionWarnings(cp *v1alpha1.ConnectionPolicy) []string {
 	if d := cp.Spec.MaxTokenLifetime.Duration; d > riskyLifetime {
 		out = append(out, fmt.Sprintf("spec.maxTokenLifetime: %s is longer than %s; short-lived credentials limit what a stolen token is worth", d, riskyLifetime))
 	}
-	if t := cp.Spec.Token; t != nil && t.ExpirationSeconds != nil && time.Duration(*t.ExpirationSeconds)*time.Second > riskyLifetime {
+	if t := cp.Spec.Token; t != nil && t.ExpirationSeconds != nil && *t.ExpirationSeconds > int64(riskyLifetime/time.Second) {
 		out = append(out, fmt.Sprintf("spec.token.expirationSeconds: %d is longer than %s; short-lived credentials limit what a stolen token is worth", *t.ExpirationSeconds, riskyLifetime))
 	}
 	return out

@@ -18,7 +18,6 @@ type entry[T any] struct {
 	generation int64
 	labels     labels.Set
 	err        error
-	audience   string
 	// served is the last good compiled generation; it survives a newer
 	// generation that fails to compile.
 	served *T
@@ -52,7 +51,7 @@ func upsert[T any, O interface {
 	GetUID() types.UID
 	GetGeneration() int64
 	GetLabels() map[string]string
-}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error), audience string) error {
+}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error)) error {
 	e := m[key]
 	if e != nil && e.uid == obj.GetUID() && e.generation == obj.GetGeneration() && maps.Equal(e.labels, labels.Set(obj.GetLabels())) {
 		return nil
@@ -61,7 +60,7 @@ func upsert[T any, O interface {
 		e = &entry[T]{}
 		m[key] = e
 	}
-	e.uid, e.generation, e.labels, e.audience = obj.GetUID(), obj.GetGeneration(), labels.Set(obj.GetLabels()), audience
+	e.uid, e.generation, e.labels = obj.GetUID(), obj.GetGeneration(), labels.Set(obj.GetLabels())
 	compiled, err := safeCompile(compile)
 	e.err = err
 	if err == nil {
@@ -86,14 +85,14 @@ func safeCompile[T any](compile func() (*T, error)) (out *T, err error) {
 // failed; an unchanged version is not compiled again.
 func (b *Builder) UpsertConnection(cp *v1alpha1.ConnectionPolicy) error {
 	key := types.NamespacedName{Namespace: cp.Namespace, Name: cp.Name}
-	return upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) }, policy.EffectiveAudience(cp))
+	return upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) })
 }
 
 // UpsertResource records the current version of a ResourcePolicy, like
 // UpsertConnection.
 func (b *Builder) UpsertResource(rp *v1alpha1.ResourcePolicy) error {
 	key := types.NamespacedName{Namespace: rp.Namespace, Name: rp.Name}
-	return upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) }, "")
+	return upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) })
 }
 
 // Delete forgets a policy: its served version stops serving.
@@ -132,9 +131,9 @@ func (b *Builder) Build() *Snapshot {
 
 	conns := make([]*policy.Connection, 0, len(b.connections))
 	for key, e := range b.connections {
-		st := &Status{UID: e.uid, Generation: e.generation, Err: e.err, Audience: e.audience}
+		st := &Status{UID: e.uid, Generation: e.generation, Err: e.err}
 		if e.served != nil {
-			st.Served, st.Summary = e.served.Generation, e.served.Summary
+			st.Served, st.Summary, st.Audience = e.served.Generation, e.served.Summary, e.served.Audience
 			conns = append(conns, e.served)
 		}
 		s.status[Ref{KindConnection, key}] = st

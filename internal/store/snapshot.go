@@ -51,7 +51,8 @@ type Status struct {
 	Served int64
 	// Summary counts what the served generation compiled to.
 	Summary policy.Summary
-	// Audience is the effective audience of Generation (ConnectionPolicy).
+	// Audience is the audience of the served generation (ConnectionPolicy),
+	// empty when none serves: the one tokens must carry now.
 	Audience string
 	// Conflict is set when an older policy holds a claim of the served
 	// generation; the policy then serves nothing.

@@ -43,11 +43,18 @@ func (s *Store) Subscribe(fn func(Ref)) {
 // tells subscribers which policies' Status changed. A snapshot older than
 // the current one is ignored, so the served state never goes backwards.
 func (s *Store) Publish(next *Snapshot, initial bool) {
-	prev := s.current.Load()
-	if next.Version <= prev.Version {
-		return
+	var prev *Snapshot
+	for {
+		prev = s.current.Load()
+		if next.Version <= prev.Version {
+			return
+		}
+		// Compare-and-swap, so concurrent publishers cannot move the
+		// served version backwards.
+		if s.current.CompareAndSwap(prev, next) {
+			break
+		}
 	}
-	s.current.Store(next)
 	if initial {
 		s.ready.Store(true)
 	}

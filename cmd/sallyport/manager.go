@@ -1,0 +1,77 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sallyport/sallyport/internal/manager"
+	"github.com/sallyport/sallyport/internal/version"
+)
+
+func runManager(args []string) int {
+	fs := flag.NewFlagSet("sallyport manager", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sallyport manager [flags]\n\nRun the operator. Flags:\n")
+		fs.PrintDefaults()
+	}
+	var o manager.Options
+	var apiAudiences string
+	// --kubeconfig is registered by controller-runtime's config package on
+	// the global flag set; bring it over so it is documented here.
+	fs.Var(flagValue("kubeconfig"), "kubeconfig", "Path to a kubeconfig. Default: in-cluster, then $KUBECONFIG, then ~/.kube/config.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", `Address of the Prometheus metrics endpoint; "0" disables it.`)
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, authenticated and authorized against the API server (TokenReview, SubjectAccessReview).")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz (ready once the first policy snapshot is built).")
+	fs.BoolVar(&o.EnableWebhooks, "enable-webhooks", true, "Serve the admission webhooks. Turn off only when running outside the cluster, where the API server cannot call them.")
+	fs.StringVar(&o.WebhookHost, "webhook-host", "", "Address the admission webhook server listens on; empty means every interface.")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
+	fs.StringVar(&o.WebhookCertPath, "webhook-cert-path", "", "Directory with tls.crt and tls.key for the admission webhook server; empty means controller-runtime's default (<temp>/k8s-webhook-server/serving-certs).")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader for status writes; every replica still compiles policies. Turn on with more than one replica.")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; empty means the namespace the manager runs in.")
+	fs.StringVar(&apiAudiences, "api-audiences", "", "Comma-separated audiences the API server accepts (its --api-audiences), refused as ConnectionPolicy audiences. The issuer it advertises and the well-known kubernetes.default.svc names are refused anyway.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "sallyport manager: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	for _, a := range strings.Split(apiAudiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			o.APIAudiences = append(o.APIAudiences, a)
+		}
+	}
+
+	log := zap.New(zap.UseFlagOptions(&zapOpts))
+	log.Info("Starting sallyport", "version", version.Get().String())
+	cfg, err := config.GetConfig()
+	if err != nil {
+		log.Error(err, "Could not load a kubeconfig")
+		return 1
+	}
+	if err := manager.Run(ctrl.SetupSignalHandler(), cfg, o, log); err != nil {
+		log.Error(err, "Manager stopped")
+		return 1
+	}
+	return 0
+}
+
+// flagValue exposes a flag of the global flag set on another flag set.
+func flagValue(name string) flag.Value {
+	f := flag.CommandLine.Lookup(name)
+	if f == nil {
+		panic(fmt.Sprintf("flag %q is not registered", name))
+	}
+	return f.Value
+}

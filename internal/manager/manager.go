@@ -1,0 +1,204 @@
+// Package manager wires sallyport's operator together: the snapshot loader
+// that runs on every replica, the status controllers that run on the leader,
+// the admission webhooks, metrics and probes.
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/sallyport/sallyport/api/v1alpha1"
+	"github.com/sallyport/sallyport/controllers"
+	"github.com/sallyport/sallyport/internal/policy"
+	"github.com/sallyport/sallyport/internal/store"
+	policywebhook "github.com/sallyport/sallyport/webhook"
+)
+
+// LeaderElectionID names the Lease the replicas elect a leader with.
+const LeaderElectionID = "sallyport.policy.sallyport.dev"
+
+// Options are the manager's settings, one per command-line flag.
+type Options struct {
+	MetricsBindAddress     string
+	MetricsSecure          bool
+	HealthProbeBindAddress string
+
+	EnableWebhooks  bool
+	WebhookHost     string
+	WebhookPort     int
+	WebhookCertPath string
+
+	LeaderElect             bool
+	LeaderElectionNamespace string
+
+	// APIAudiences are refused as ConnectionPolicy audiences, in addition to
+	// the well-known ones and the issuer the API server advertises.
+	APIAudiences []string
+}
+
+// Scheme returns the scheme the manager's clients use.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// tlsOpts apply to every TLS listener: TLS 1.2 or newer, and HTTP/1.1 only,
+// which keeps the HTTP/2 rapid-reset and stream-exhaustion attacks
+// (CVE-2023-44487, CVE-2023-39325) off these endpoints.
+var tlsOpts = []func(*tls.Config){func(c *tls.Config) {
+	c.MinVersion = tls.VersionTLS12
+	c.NextProtos = []string{"http/1.1"}
+}}
+
+// Operator is a wired manager and the store its snapshot loader publishes
+// to.
+type Operator struct {
+	Manager ctrl.Manager
+	Store   *store.Store
+	log     logr.Logger
+	opts    Options
+}
+
+// Run runs the manager until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
+	op, err := New(ctx, cfg, o, log)
+	if err != nil {
+		return err
+	}
+	return op.Start(ctx)
+}
+
+// Start runs the manager until ctx ends.
+func (op *Operator) Start(ctx context.Context) error {
+	op.log.Info("Starting manager", "leaderElection", op.opts.LeaderElect, "webhooks", op.opts.EnableWebhooks)
+	if err := op.Manager.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// New wires the manager: the snapshot loader, the status controllers, the
+// admission webhooks (when enabled), and the health and readiness checks.
+// ctx bounds the discovery of the API server's issuer.
+func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Operator, error) {
+	ctrl.SetLogger(log)
+	apiAudiences := append([]string(nil), o.APIAudiences...)
+	if issuer, err := discoverIssuer(ctx, cfg); err != nil {
+		// The well-known audiences and --api-audiences are still refused.
+		log.Info("Could not discover the service account issuer; refusing only the well-known and configured API audiences", "error", err.Error())
+	} else if issuer != "" {
+		log.Info("Discovered the service account issuer", "issuer", issuer)
+		apiAudiences = append(apiAudiences, issuer)
+	}
+	compiler := policy.NewCompiler(policy.CompilerOptions{APIAudiences: apiAudiences})
+
+	metricsOpts := metricsserver.Options{
+		BindAddress:   o.MetricsBindAddress,
+		SecureServing: o.MetricsSecure,
+		TLSOpts:       tlsOpts,
+	}
+	if o.MetricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgrOpts := ctrl.Options{
+		Scheme:                        Scheme(),
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		LeaderElection:                o.LeaderElect,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr.To(30 * time.Second),
+	}
+	if o.EnableWebhooks {
+		mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{
+			Host:    o.WebhookHost,
+			Port:    o.WebhookPort,
+			CertDir: o.WebhookCertPath,
+			TLSOpts: tlsOpts,
+		})
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+
+	st := store.New()
+	loader := store.NewLoader(mgr.GetCache(), st, store.NewBuilder(compiler), log.WithName("snapshot"))
+	if err := mgr.Add(loader); err != nil {
+		return nil, fmt.Errorf("add snapshot loader: %w", err)
+	}
+	rec := mgr.GetEventRecorder("sallyport")
+	if err := controllers.NewConnectionPolicyReconciler(mgr.GetClient(), st, rec).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up ConnectionPolicy controller: %w", err)
+	}
+	if err := controllers.NewResourcePolicyReconciler(mgr.GetClient(), st, rec).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("set up ResourcePolicy controller: %w", err)
+	}
+	if o.EnableWebhooks {
+		if err := policywebhook.Setup(mgr, compiler, st); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("snapshot", func(*http.Request) error {
+		if !st.Ready() {
+			return errors.New("the first policy snapshot is not built yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add readiness check: %w", err)
+	}
+	if o.EnableWebhooks {
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return nil, fmt.Errorf("add webhook readiness check: %w", err)
+		}
+	}
+	return &Operator{Manager: mgr, Store: st, log: log, opts: o}, nil
+}
+
+// discoverIssuer reads the service account issuer from the API server's
+// OpenID discovery document. The API server accepts tokens for its issuer by
+// default, so a ConnectionPolicy must not claim it as an audience.
+func discoverIssuer(ctx context.Context, cfg *rest.Config) (string, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", fmt.Errorf("create client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	if err != nil {
+		return "", fmt.Errorf("get /.well-known/openid-configuration: %w", err)
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return "", fmt.Errorf("decode /.well-known/openid-configuration: %w", err)
+	}
+	return doc.Issuer, nil
+}
