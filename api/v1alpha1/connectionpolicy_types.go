@@ -28,6 +28,7 @@ type ConnectionPolicySpec struct {
 	// enforcement says whether this policy decides requests (Enforce) or is
 	// only evaluated beside the enforced policy and never changes an answer
 	// (DryRun). Uniqueness of audiences applies per enforcement mode.
+	// Default Enforce.
 	// +kubebuilder:default=Enforce
 	// +optional
 	Enforcement Enforcement `json:"enforcement,omitempty"`
@@ -55,7 +56,7 @@ type ConnectionPolicySpec struct {
 
 	// maxTokenLifetime is the longest lifetime (exp - iat) a presented token
 	// may have, wherever it was minted; a longer-lived token is refused.
-	// Between 10m and 48h.
+	// Between 10m and 48h; default 1h.
 	// +kubebuilder:default="1h"
 	// +optional
 	// +kubebuilder:validation:Type=string
@@ -99,7 +100,8 @@ type Reach struct {
 	Scopes []Scope `json:"scopes,omitempty"`
 
 	// maxClassification is the highest data classification the connection
-	// may touch on this class.
+	// may touch on this class (public < internal < confidential <
+	// restricted). Default internal.
 	// +kubebuilder:default=internal
 	// +optional
 	MaxClassification Classification `json:"maxClassification,omitempty"`
@@ -136,8 +138,9 @@ type TokenSpec struct {
 	SecretName string `json:"secretName,omitempty"`
 
 	// expirationSeconds is the requested token lifetime: at least 600 (the
-	// API server's floor), at most maxTokenLifetime. 3607 is refused: the API
-	// server treats that value as a legacy-token request and may extend it.
+	// API server's floor), at most maxTokenLifetime; default 900. 3607 is
+	// refused: the API server treats that value as a legacy-token request
+	// and may extend it.
 	// +kubebuilder:default=900
 	// +optional
 	// +kubebuilder:validation:Minimum=600

@@ -26,6 +26,7 @@ type ResourcePolicySpec struct {
 	// enforcement says whether this policy decides requests (Enforce) or is
 	// only evaluated beside the enforced policy and never changes an answer
 	// (DryRun). Uniqueness of services and hosts applies per enforcement mode.
+	// Default Enforce.
 	// +kubebuilder:default=Enforce
 	// +optional
 	Enforcement Enforcement `json:"enforcement,omitempty"`

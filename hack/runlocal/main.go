@@ -38,6 +38,8 @@ func run() error {
 	probeAddr := flag.String("health-probe-bind-address", "127.0.0.1:8081", "probe address of the manager")
 	metricsAddr := flag.String("metrics-bind-address", "127.0.0.1:8080", "metrics address of the manager")
 	samples := flag.Bool("samples", true, "apply config/samples once the manager is ready")
+	kubeconfigOut := flag.String("kubeconfig-out", "", "where to write the kubeconfig (default bin/local/kubeconfig in the repository)")
+	managerBin := flag.String("manager", "", "the sallyport binary to run (default bin/sallyport in the repository)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: runlocal [flags] [-- manager flags]\n")
 		flag.PrintDefaults()
@@ -51,7 +53,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	bin := filepath.Join(root, "bin", "sallyport")
+	bin := *managerBin
+	if bin == "" {
+		bin = filepath.Join(root, "bin", "sallyport")
+	}
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%s is missing; run make build (make run does): %w", bin, err)
 	}
@@ -63,6 +68,9 @@ func run() error {
 	fmt.Println("Starting the local control plane (kube-apiserver and etcd on loopback)")
 	cfg, err := env.Start()
 	if err != nil {
+		// envtest leaves the processes it started running when a later
+		// step (installing CRDs or webhooks) fails.
+		_ = env.Stop()
 		return fmt.Errorf("start the local control plane: %w", err)
 	}
 	defer func() {
@@ -72,7 +80,10 @@ func run() error {
 		fmt.Println("Local control plane stopped")
 	}()
 
-	kubeconfig := filepath.Join(root, "bin", "local", "kubeconfig")
+	kubeconfig := *kubeconfigOut
+	if kubeconfig == "" {
+		kubeconfig = filepath.Join(root, "bin", "local", "kubeconfig")
+	}
 	if err := writeKubeconfig(env, kubeconfig); err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ func Start(o controlplane.Options) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// envtest leaves the processes it started running when a later
+		// step (installing CRDs or webhooks) fails.
+		_ = env.Stop()
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
