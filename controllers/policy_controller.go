@@ -89,7 +89,10 @@ func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: notCompiledRequeue}, nil
 	}
 
-	before := obj.DeepCopyObject().(T)
+	before, ok := obj.DeepCopyObject().(T)
+	if !ok {
+		return ctrl.Result{}, fmt.Errorf("deep copy of %s %s has type %T", r.kind.kind, req.NamespacedName, obj.DeepCopyObject())
+	}
 	f := r.kind.fields(obj)
 	ready, compiled := conditionsFor(obj.GetGeneration(), st, r.kind.rules)
 	setConditions(f.conditions, obj, r.Recorder, ready, compiled)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
+	"github.com/sallyport/sallyport/internal/manager"
 	"github.com/sallyport/sallyport/internal/policy"
 	"github.com/sallyport/sallyport/internal/testenv"
 )
@@ -470,5 +472,47 @@ func TestSchemaValidation(t *testing.T) {
 				t.Errorf("error does not name %s:\n%v", tc.field, err)
 			}
 		})
+	}
+}
+
+// Every replica compiles and serves policies; only the leader writes status.
+// A second manager that never wins the election (the Lease is held by
+// another identity) still serves what the first one reports Ready.
+func TestReplicaWithoutLeadershipServes(t *testing.T) {
+	ns := env.Namespace(t, nil)
+	holder := "another-replica"
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: manager.LeaderElectionID},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       &holder,
+			LeaseDurationSeconds: new(int32(3600)),
+			AcquireTime:          &metav1.MicroTime{Time: time.Now()},
+			RenewTime:            &metav1.MicroTime{Time: time.Now()},
+		},
+	}
+	create(t, lease)
+
+	replica, stop, err := env.StartOperator(manager.Options{
+		LeaderElect: true, LeaderElectionNamespace: ns, ReplicaOfAnother: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	rp := resourcePolicy(ns, "ledger-api")
+	create(t, rp)
+	waitReady(t, rp, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	testenv.Eventually(t, timeout, func() error {
+		served, ok := replica.Store.Snapshot().ResourceByService(v1alpha1.EnforcementEnforce, ns, "ledger-api")
+		if !ok || served.Meta.Generation != rp.Generation {
+			return fmt.Errorf("the replica serves %+v", served)
+		}
+		return nil
+	})
+	select {
+	case <-replica.Manager.Elected():
+		t.Fatal("the replica was elected although another holds the lease")
+	default:
 	}
 }

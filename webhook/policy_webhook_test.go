@@ -63,14 +63,14 @@ func requireInvalid(t *testing.T, err error, want ...string) {
 func TestRejectsCELThatDoesNotCompile(t *testing.T) {
 	ns := env.Namespace(t, nil)
 	rp := resourcePolicy(ns, "ledger-api")
-	rp.Spec.Rules[0].When = "request.action == \"GET\" &&\n  resource.clasification == \"internal\""
+	rp.Spec.Rules[0].When = "request.action == \"GET\" &&\n  resource.klass == \"internal\""
 	err := env.Client.Create(context.Background(), rp)
 	requireInvalid(t, err,
 		`vresourcepolicy.sallyport.dev`,
 		`spec.rules[0].when`,
 		`rule "read-entries"`,
 		`line 2, column`,
-		`clasification`,
+		`klass`,
 	)
 
 	cp := connectionPolicy(ns, "billing-to-ledger")
@@ -207,6 +207,6 @@ func waitGone(t *testing.T, obj client.Object) {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("%s still exists (%v)", obj.GetName(), err)
+		return fmt.Errorf("%s still exists (%w)", obj.GetName(), err)
 	})
 }

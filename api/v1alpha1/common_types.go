@@ -90,8 +90,6 @@ const (
 	// ReasonServiceConflict says an older ResourcePolicy of the same
 	// enforcement mode in the namespace already names this service.
 	ReasonServiceConflict = "ServiceConflict"
-	// ReasonProgressing says the current generation has not been compiled yet.
-	ReasonProgressing = "Progressing"
 )
 
 // CompiledStatus summarises the compiled version of a policy that serves

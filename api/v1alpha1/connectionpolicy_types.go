@@ -206,5 +206,5 @@ type ConnectionPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&ConnectionPolicy{}, &ConnectionPolicyList{})
+	objects = append(objects, &ConnectionPolicy{}, &ConnectionPolicyList{})
 }

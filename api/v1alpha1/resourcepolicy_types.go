@@ -229,5 +229,5 @@ type ResourcePolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&ResourcePolicy{}, &ResourcePolicyList{})
+	objects = append(objects, &ResourcePolicy{}, &ResourcePolicyList{})
 }

@@ -112,11 +112,16 @@ func run() error {
 	// stopManager asks the manager to shut down gracefully, then insists.
 	stopManager := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
+		var err error
 		select {
-		case <-exited:
+		case err = <-exited:
 		case <-time.After(40 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			err = <-exited
+			fmt.Fprintln(os.Stderr, "run: the manager did not stop within 40s of SIGTERM; killed it")
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "run: the manager exited: %v\n", err)
 		}
 	}
 
@@ -156,7 +161,7 @@ Press Ctrl-C to stop everything.
 		stopManager()
 		return nil
 	case err := <-exited:
-		return fmt.Errorf("the manager exited: %v", err)
+		return fmt.Errorf("the manager exited: %w", err)
 	}
 }
 
@@ -197,7 +202,7 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the manager exited before it was ready: %v", err)
+			return fmt.Errorf("the manager exited before it was ready: %w", err)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("the manager was not ready at %s within 2 minutes", url)

@@ -52,7 +52,7 @@ func (e *Env) StartOperator(o manager.Options) (op *manager.Operator, stop func(
 		select {
 		case err := <-done:
 			cancel()
-			return nil, nil, fmt.Errorf("operator stopped before it was ready: %v", err)
+			return nil, nil, fmt.Errorf("operator stopped before it was ready: %w", err)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

@@ -157,7 +157,7 @@ spec:
       connections: [{namespace: billing, name: billing-to-ledger}]
       when: |
         request.action == "GET" &&
-          resource.clasification == "internal"
+          resource.klass == "internal"
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ spec:
 	if err == nil {
 		t.Fatalf("kubectl apply of a policy that does not compile succeeded:\n%s", out)
 	}
-	for _, want := range []string{"spec.rules[0].when", `rule "read"`, "line 2, column 11", "clasification"} {
+	for _, want := range []string{"spec.rules[0].when", `rule "read"`, "line 2, column 11", "klass"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply error lacks %q:\n%s", want, out)
 		}
