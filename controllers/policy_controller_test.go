@@ -443,7 +443,7 @@ func TestSchemaValidation(t *testing.T) {
 		}(), "spec.rules[1].connections"},
 		{"connection entry with both name and selector", func() client.Object {
 			rp := resourcePolicy(ns, "x14")
-			rp.Spec.Rules[1].Connections = []v1alpha1.ConnectionRef{{Name: "a", NamespaceSelector: &metav1.LabelSelector{}}}
+			rp.Spec.Rules[1].Connections = []v1alpha1.ConnectionRef{{Name: "a", NamespaceSelector: &v1alpha1.LabelSelector{}}}
 			return rp
 		}(), "spec.rules[1].connections[0]"},
 		{"duplicate rule names", func() client.Object {

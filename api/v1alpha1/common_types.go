@@ -111,3 +111,47 @@ type CompiledStatus struct {
 	// +optional
 	EstimatedCost int64 `json:"estimatedCost,omitempty"`
 }
+
+// LabelSelector selects objects by their labels. It means what
+// metav1.LabelSelector means (the results of matchLabels and
+// matchExpressions are ANDed; an empty selector matches everything), with
+// bounded sizes so the API server can bound its validation cost.
+type LabelSelector struct {
+	// matchLabels are key/value pairs an object's labels must all have.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	MatchLabels map[string]LabelValue `json:"matchLabels,omitempty"`
+
+	// matchExpressions are requirements an object's labels must all meet.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	MatchExpressions []LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// LabelValue is the value of a label: at most 63 characters.
+// +kubebuilder:validation:MaxLength=63
+type LabelValue string
+
+// LabelSelectorRequirement is a key, an operator and values, as in
+// metav1.LabelSelectorRequirement.
+type LabelSelectorRequirement struct {
+	// key is the label key the requirement applies to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	Key string `json:"key"`
+
+	// operator relates the key to the values: In, NotIn, Exists or
+	// DoesNotExist.
+	// +required
+	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+	Operator string `json:"operator"`
+
+	// values must be non-empty for In and NotIn, and empty for Exists and
+	// DoesNotExist.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Values []LabelValue `json:"values,omitempty"`
+}

@@ -168,11 +168,11 @@ type ConnectionRef struct {
 	// namespaceSelector selects the namespaces whose ConnectionPolicies this
 	// entry names; {} selects every namespace.
 	// +optional
-	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	NamespaceSelector *LabelSelector `json:"namespaceSelector,omitempty"`
 
 	// policySelector selects ConnectionPolicies by their labels.
 	// +optional
-	PolicySelector *metav1.LabelSelector `json:"policySelector,omitempty"`
+	PolicySelector *LabelSelector `json:"policySelector,omitempty"`
 }
 
 // ResourcePolicyStatus is the observed state of a ResourcePolicy.

@@ -406,7 +406,7 @@ func compileSelector(in *v1alpha1.ConnectionRef, ownNamespace string, p *field.P
 		errs = append(errs, field.Forbidden(p.Child("namespace"), what+"namespace is only valid with name"))
 	}
 	if in.NamespaceSelector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(in.NamespaceSelector)
+		sel, err := metav1.LabelSelectorAsSelector(labelSelector(in.NamespaceSelector))
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("namespaceSelector"), in.NamespaceSelector, what+err.Error()))
 		}
@@ -414,7 +414,7 @@ func compileSelector(in *v1alpha1.ConnectionRef, ownNamespace string, p *field.P
 	}
 	out.PolicySelector = labels.Everything()
 	if in.PolicySelector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(in.PolicySelector)
+		sel, err := metav1.LabelSelectorAsSelector(labelSelector(in.PolicySelector))
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("policySelector"), in.PolicySelector, what+err.Error()))
 		} else {
@@ -422,4 +422,23 @@ func compileSelector(in *v1alpha1.ConnectionRef, ownNamespace string, p *field.P
 		}
 	}
 	return out, errs
+}
+
+// labelSelector converts the API's bounded selector to the apimachinery one.
+func labelSelector(in *v1alpha1.LabelSelector) *metav1.LabelSelector {
+	out := &metav1.LabelSelector{}
+	if len(in.MatchLabels) > 0 {
+		out.MatchLabels = make(map[string]string, len(in.MatchLabels))
+		for k, v := range in.MatchLabels {
+			out.MatchLabels[k] = string(v)
+		}
+	}
+	for _, r := range in.MatchExpressions {
+		req := metav1.LabelSelectorRequirement{Key: r.Key, Operator: metav1.LabelSelectorOperator(r.Operator)}
+		for _, v := range r.Values {
+			req.Values = append(req.Values, string(v))
+		}
+		out.MatchExpressions = append(out.MatchExpressions, req)
+	}
+	return out
 }

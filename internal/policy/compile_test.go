@@ -366,8 +366,8 @@ func TestCompileResource(t *testing.T) {
 				Connections: []v1alpha1.ConnectionRef{
 					{Namespace: "billing", Name: "billing-to-ledger"},
 					{Name: "ledger-self"},
-					{NamespaceSelector: &metav1.LabelSelector{}},
-					{PolicySelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}},
+					{NamespaceSelector: &v1alpha1.LabelSelector{}},
+					{PolicySelector: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"tier": "gold"}}},
 				},
 				When: `resource.name != "/entries/secret"`,
 			},
@@ -460,7 +460,7 @@ func TestCompileResourceInvalid(t *testing.T) {
 	rule := func(edit func(*v1alpha1.Rule)) func(*v1alpha1.ResourcePolicySpec) {
 		return func(s *v1alpha1.ResourcePolicySpec) { edit(&s.Rules[0]) }
 	}
-	badSelector := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
+	badSelector := &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
 	tests := []struct {
 		name string
 		edit func(*v1alpha1.ResourcePolicySpec)
@@ -508,7 +508,7 @@ func TestCompileResourceInvalid(t *testing.T) {
 		{"Allow without connections", rule(func(r *v1alpha1.Rule) { r.Connections = nil }),
 			[]fieldErr{{"spec.rules[0].connections", field.ErrorTypeRequired, `rule "read": an Allow rule must name at least one connection`}}},
 		{"connection with name and selector", rule(func(r *v1alpha1.Rule) {
-			r.Connections = []v1alpha1.ConnectionRef{{Name: "x", NamespaceSelector: &metav1.LabelSelector{}}}
+			r.Connections = []v1alpha1.ConnectionRef{{Name: "x", NamespaceSelector: &v1alpha1.LabelSelector{}}}
 		}), []fieldErr{{"spec.rules[0].connections[0]", field.ErrorTypeInvalid, "not both"}}},
 		{"empty connection", rule(func(r *v1alpha1.Rule) {
 			r.Connections = []v1alpha1.ConnectionRef{{Name: "x"}, {}}
@@ -517,7 +517,7 @@ func TestCompileResourceInvalid(t *testing.T) {
 			r.Connections = []v1alpha1.ConnectionRef{{Namespace: "billing"}}
 		}), []fieldErr{{"spec.rules[0].connections[0]", field.ErrorTypeRequired, "set either name"}}},
 		{"namespace with selector", rule(func(r *v1alpha1.Rule) {
-			r.Connections = []v1alpha1.ConnectionRef{{Namespace: "billing", PolicySelector: &metav1.LabelSelector{}}}
+			r.Connections = []v1alpha1.ConnectionRef{{Namespace: "billing", PolicySelector: &v1alpha1.LabelSelector{}}}
 		}), []fieldErr{{"spec.rules[0].connections[0].namespace", field.ErrorTypeForbidden, "namespace is only valid with name"}}},
 		{"bad selectors", rule(func(r *v1alpha1.Rule) {
 			r.Connections = []v1alpha1.ConnectionRef{{NamespaceSelector: badSelector, PolicySelector: badSelector}}

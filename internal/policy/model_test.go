@@ -3,7 +3,6 @@ package policy
 import (
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -104,7 +103,7 @@ func compileRule(t *testing.T, r v1alpha1.Rule) *Rule {
 	return compiled.Deny[0]
 }
 
-var anyConnection = []v1alpha1.ConnectionRef{{NamespaceSelector: &metav1.LabelSelector{}}}
+var anyConnection = []v1alpha1.ConnectionRef{{NamespaceSelector: &v1alpha1.LabelSelector{}}}
 
 func TestRuleMatchesAction(t *testing.T) {
 	some := compileRule(t, v1alpha1.Rule{Effect: v1alpha1.EffectAllow, Actions: []string{"read", "HEAD", "GET"}, Connections: anyConnection})
@@ -213,7 +212,7 @@ func TestRuleMatchesConnection(t *testing.T) {
 		}[ns]
 		return l, ok
 	}
-	sel := func(m map[string]string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: m} }
+	sel := func(m map[string]v1alpha1.LabelValue) *v1alpha1.LabelSelector { return &v1alpha1.LabelSelector{MatchLabels: m} }
 	tests := []struct {
 		name    string
 		effect  v1alpha1.Effect
@@ -225,16 +224,16 @@ func TestRuleMatchesConnection(t *testing.T) {
 			[]*Connection{billingB2L}, []*Connection{ledgerB2L, billingOther, ledgerSelf}},
 		{"by name, own namespace by default", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{Name: "billing-to-ledger"}},
 			[]*Connection{ledgerB2L}, []*Connection{billingB2L}},
-		{"every namespace", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{NamespaceSelector: &metav1.LabelSelector{}}},
+		{"every namespace", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{NamespaceSelector: &v1alpha1.LabelSelector{}}},
 			[]*Connection{billingB2L, billingOther, ledgerSelf, ledgerPlain, unknownNS, reportingGold}, nil},
-		{"namespaces by label", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{NamespaceSelector: sel(map[string]string{"env": "prod"})}},
+		{"namespaces by label", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{NamespaceSelector: sel(map[string]v1alpha1.LabelValue{"env": "prod"})}},
 			[]*Connection{billingB2L, billingOther, ledgerSelf}, []*Connection{reportingGold, unknownNS}},
-		{"policies by label in own namespace", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{PolicySelector: sel(gold)}},
+		{"policies by label in own namespace", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{PolicySelector: sel(map[string]v1alpha1.LabelValue{"tier": "gold"})}},
 			[]*Connection{ledgerSelf, ledgerB2L}, []*Connection{ledgerPlain, billingB2L, reportingGold}},
 		{"namespace and policy labels together", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{{
-			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"billing", "reporting"}}}},
-			PolicySelector: sel(gold),
+			NamespaceSelector: &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{
+				{Key: "team", Operator: "In", Values: []v1alpha1.LabelValue{"billing", "reporting"}}}},
+			PolicySelector: sel(map[string]v1alpha1.LabelValue{"tier": "gold"}),
 		}}, []*Connection{billingB2L, reportingGold}, []*Connection{billingOther, ledgerSelf, unknownNS}},
 		{"any of several entries", v1alpha1.EffectAllow, []v1alpha1.ConnectionRef{
 			{Namespace: "billing", Name: "other"}, {Name: "plain"},

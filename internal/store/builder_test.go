@@ -46,7 +46,7 @@ func resPolicy(ns, name string, gen int64, age int, edit func(*v1alpha1.Resource
 			Service: name, Class: "ledger", Classification: v1alpha1.ClassificationInternal,
 			Rules: []v1alpha1.Rule{{
 				Name: "read", Effect: v1alpha1.EffectAllow, Actions: []string{"GET"}, Resources: []string{"/**"},
-				Connections: []v1alpha1.ConnectionRef{{NamespaceSelector: &metav1.LabelSelector{}}},
+				Connections: []v1alpha1.ConnectionRef{{NamespaceSelector: &v1alpha1.LabelSelector{}}},
 			}},
 		},
 	}
