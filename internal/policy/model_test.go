@@ -212,7 +212,9 @@ func TestRuleMatchesConnection(t *testing.T) {
 		}[ns]
 		return l, ok
 	}
-	sel := func(m map[string]v1alpha1.LabelValue) *v1alpha1.LabelSelector { return &v1alpha1.LabelSelector{MatchLabels: m} }
+	sel := func(m map[string]v1alpha1.LabelValue) *v1alpha1.LabelSelector {
+		return &v1alpha1.LabelSelector{MatchLabels: m}
+	}
 	tests := []struct {
 		name    string
 		effect  v1alpha1.Effect
