@@ -1,0 +1,89 @@
+// Package decision decides requests: the connection gate (credential,
+// identity, lifetime, reach, scopes, classification, condition) and the
+// resource gate (Deny rules, then Allow rules), each with a stable reason.
+package decision
+
+import "time"
+
+// Reason codes. They are part of the decision API: gateways, alerts and
+// auditors match on them, so they never change meaning.
+const (
+	// Connection gate.
+	ReasonMatched                    = "Matched"
+	ReasonMissingCredential          = "MissingCredential"
+	ReasonInvalidCredential          = "InvalidCredential"
+	ReasonCredentialReviewFailed     = "CredentialReviewFailed"
+	ReasonNoConnectionPolicy         = "NoConnectionPolicy"
+	ReasonTokenLifetimeExceeded      = "TokenLifetimeExceeded"
+	ReasonClassNotReachable          = "ClassNotReachable"
+	ReasonScopeNotReachable          = "ScopeNotReachable"
+	ReasonClassificationNotReachable = "ClassificationNotReachable"
+	ReasonConditionFalse             = "ConditionFalse"
+	ReasonEvaluationError            = "EvaluationError"
+
+	// Resource gate (and Matched, EvaluationError).
+	ReasonNotEvaluated     = "NotEvaluated"
+	ReasonNoResourcePolicy = "NoResourcePolicy"
+	ReasonNoRuleMatched    = "NoRuleMatched"
+	ReasonDeniedByRule     = "DeniedByRule"
+)
+
+// Target names the object a request acts on: a service by namespace and
+// name, or by host, and the object's path within it.
+type Target struct {
+	Namespace string
+	Service   string
+	Host      string
+	// Name is the object path as received; the engine canonicalises it.
+	Name string
+}
+
+// Request is one question: may the holder of Token do Action on Target with
+// Scopes?
+type Request struct {
+	Token      string
+	Target     Target
+	Action     string
+	Scopes     []string
+	Attributes map[string]string
+}
+
+// Connection is the connection gate's answer.
+type Connection struct {
+	Allowed bool `json:"allowed"`
+	// Policy is the ConnectionPolicy, "<namespace>/<name>", when one was
+	// found; Generation its compiled generation.
+	Policy       string `json:"policy,omitempty"`
+	Generation   int64  `json:"-"`
+	Identity     string `json:"identity,omitempty"`
+	CredentialID string `json:"credentialID,omitempty"`
+	Reason       string `json:"reason"`
+	Message      string `json:"message,omitempty"`
+}
+
+// Resource is the resource gate's answer.
+type Resource struct {
+	Allowed bool `json:"allowed"`
+	// Policy is the ResourcePolicy, "<namespace>/<name>", when one was found;
+	// Generation its compiled generation.
+	Policy     string `json:"policy,omitempty"`
+	Generation int64  `json:"-"`
+	// Rule is the rule that decided: the matching Allow rule, the Deny rule
+	// that denied, or the rule whose evaluation failed.
+	Rule    string `json:"rule,omitempty"`
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+}
+
+// Decision is the answer to a Request: allowed only when both gates allow.
+type Decision struct {
+	ID         string     `json:"decisionID"`
+	Allowed    bool       `json:"allowed"`
+	Connection Connection `json:"connection"`
+	Resource   Resource   `json:"resource"`
+
+	// Time is when the decision was made (request.time); Path the canonical
+	// object path it judged. Both go to the decision log.
+	Time time.Time `json:"-"`
+	Path string    `json:"-"`
+}
