@@ -294,3 +294,11 @@ func TestForwardAuthAnswers(t *testing.T) {
 		}
 	}
 }
+
+func TestDecisionServerRefusesPlaintextOffLoopback(t *testing.T) {
+	s, _, _ := newTestServer(t, allowed, true)
+	s.opts.BindAddress, s.opts.Insecure = "0.0.0.0:0", true
+	if err := s.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("Start = %v, want a refusal to serve plain HTTP off loopback", err)
+	}
+}
