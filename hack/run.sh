@@ -21,6 +21,9 @@ if [[ -n "${KUBECONFIG:-}" ]]; then
 		--enable-webhooks=false \
 		--metrics-bind-address=127.0.0.1:8080 \
 		--health-probe-bind-address=127.0.0.1:8081 \
+		--decision-bind-address=127.0.0.1:8443 \
+		--grpc-bind-address=127.0.0.1:9001 \
+		--decision-insecure \
 		--zap-devel "$@"
 fi
 

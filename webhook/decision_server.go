@@ -2,16 +2,12 @@ package webhook
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
@@ -85,33 +81,10 @@ func (s *DecisionServer) Start(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 	}
-	ln, err := net.Listen("tcp", s.opts.BindAddress)
+	// HTTP/1.1 and HTTP/2: gateways keep connections alive either way.
+	ln, err := listen(ctx, "decision API", s.opts.BindAddress, s.opts.CertDir, s.opts.Insecure, []string{"h2", "http/1.1"}, s.logger)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.opts.BindAddress, err)
-	}
-	if s.opts.Insecure {
-		if !isLoopback(ln.Addr()) {
-			_ = ln.Close()
-			return fmt.Errorf("decision API: plain HTTP is only served on loopback, not on %s", ln.Addr())
-		}
-	} else {
-		cw, err := certwatcher.New(filepath.Join(s.opts.CertDir, "tls.crt"), filepath.Join(s.opts.CertDir, "tls.key"))
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("decision API certificate in %q: %w", s.opts.CertDir, err)
-		}
-		go func() {
-			if err := cw.Start(ctx); err != nil {
-				s.logger.Error(err, "Decision API certificate watcher stopped")
-			}
-		}()
-		srv.TLSConfig = &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: cw.GetCertificate,
-			// HTTP/1.1 and HTTP/2: gateways keep connections alive either way.
-			NextProtos: []string{"h2", "http/1.1"},
-		}
-		ln = tls.NewListener(ln, srv.TLSConfig)
+		return err
 	}
 	s.logger.Info("Serving the decision API", "address", ln.Addr().String(), "tls", !s.opts.Insecure)
 
@@ -131,11 +104,6 @@ func (s *DecisionServer) Start(ctx context.Context) error {
 		return fmt.Errorf("serve decision API: %w", err)
 	}
 	return nil
-}
-
-func isLoopback(a net.Addr) bool {
-	tcp, ok := a.(*net.TCPAddr)
-	return ok && tcp.IP.IsLoopback()
 }
 
 // decide asks the decider, logs the decision and returns it.

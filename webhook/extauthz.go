@@ -2,11 +2,9 @@ package webhook
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,9 +15,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/sallyport/sallyport/internal/decision"
 )
@@ -54,31 +50,13 @@ func (s *ExtAuthzServer) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends, then stops gracefully.
 func (s *ExtAuthzServer) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.opts.BindAddress)
+	ln, err := listen(ctx, "ext_authz", s.opts.BindAddress, s.opts.CertDir, s.opts.Insecure, []string{"h2"}, s.logger)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.opts.BindAddress, err)
+		return err
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.ds.opts.MaxBodyBytes)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
-	if s.opts.Insecure {
-		if !isLoopback(ln.Addr()) {
-			_ = ln.Close()
-			return fmt.Errorf("ext_authz: plaintext gRPC is only served on loopback, not on %s", ln.Addr())
-		}
-	} else {
-		cw, err := certwatcher.New(filepath.Join(s.opts.CertDir, "tls.crt"), filepath.Join(s.opts.CertDir, "tls.key"))
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("ext_authz certificate in %q: %w", s.opts.CertDir, err)
-		}
-		go func() {
-			if err := cw.Start(ctx); err != nil {
-				s.logger.Error(err, "ext_authz certificate watcher stopped")
-			}
-		}()
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cw.GetCertificate})))
 	}
 	srv := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(srv, s)

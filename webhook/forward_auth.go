@@ -129,11 +129,12 @@ func (s *DecisionServer) forwardRequest(p forwardProfile, r *http.Request) (*dec
 	return req, nil
 }
 
-// pathOf strips the query and fragment from a request URI; the engine
-// canonicalises the rest. An absolute URI (a proxy's request line) keeps
-// only its path.
+// pathOf strips the query from a request URI; the engine canonicalises the
+// rest. A "#" stays: clients do not send fragments, and an upstream that
+// keeps a raw "#" in the path must see the same path that was judged. An
+// absolute URI (a proxy's request line) keeps only its path.
 func pathOf(uri string) string {
-	if i := strings.IndexAny(uri, "?#"); i >= 0 {
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
 		uri = uri[:i]
 	}
 	if !strings.HasPrefix(uri, "/") {

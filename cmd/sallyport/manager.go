@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/sallyport/sallyport/internal/decisionlog"
 	"github.com/sallyport/sallyport/internal/manager"
 	"github.com/sallyport/sallyport/internal/version"
 )
@@ -35,6 +37,13 @@ func runManager(args []string) int {
 	fs.StringVar(&o.WebhookCertPath, "webhook-cert-path", "", "Directory with tls.crt and tls.key for the admission webhook server; empty means controller-runtime's default (<temp>/k8s-webhook-server/serving-certs).")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader for status writes; every replica still compiles policies. Turn on with more than one replica.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; empty means the namespace the manager runs in.")
+	fs.StringVar(&o.DecisionBindAddress, "decision-bind-address", ":8443", `Address of the HTTPS decision API (/v1/decide, /v1/check/*); "0" disables it.`)
+	fs.StringVar(&o.DecisionCertPath, "decision-cert-path", "", "Directory with tls.crt and tls.key for the decision API and ext_authz; reloaded when they change.")
+	fs.BoolVar(&o.DecisionInsecure, "decision-insecure", false, "Serve the decision API and ext_authz without TLS. Allowed on loopback addresses only; for local runs.")
+	fs.StringVar(&o.GRPCBindAddress, "grpc-bind-address", ":9001", `Address of the Envoy ext_authz gRPC service; "0" disables it.`)
+	fs.StringVar(&o.DecisionLog, "decision-log", "-", `Where the decision log goes, one JSON line per decision: "-" for stdout, or a file (appended to).`)
+	decisionLogMode := fs.String("decision-log-mode", "block", `What a full decision log queue does: "block" waits (no line is lost), "drop" drops and counts in sallyport_decision_log_dropped_total.`)
+	fs.DurationVar(&o.TokenReviewCacheTTL, "token-review-cache-ttl", 10*time.Second, "Upper bound of how long a credential review is reused; never past the token's expiry.")
 	fs.StringVar(&apiAudiences, "api-audiences", "", "Comma-separated audiences the API server accepts (its --api-audiences), refused as ConnectionPolicy audiences. The issuer it advertises and the well-known kubernetes.default.svc names are refused anyway.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -46,6 +55,16 @@ func runManager(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sallyport manager: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	mode, err := decisionlog.ParseMode(*decisionLogMode)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sallyport manager: --decision-log-mode: %v\n", err)
+		return 2
+	}
+	o.DecisionLogMode = mode
+	if o.TokenReviewCacheTTL <= 0 {
+		fmt.Fprintln(os.Stderr, "sallyport manager: --token-review-cache-ttl must be positive")
 		return 2
 	}
 	for _, a := range strings.Split(apiAudiences, ",") {

@@ -37,6 +37,8 @@ func main() {
 func run() error {
 	probeAddr := flag.String("health-probe-bind-address", "127.0.0.1:8081", "probe address of the manager")
 	metricsAddr := flag.String("metrics-bind-address", "127.0.0.1:8080", "metrics address of the manager")
+	decisionAddr := flag.String("decision-bind-address", "127.0.0.1:8443", "plain-HTTP decision API address of the manager (loopback)")
+	grpcAddr := flag.String("grpc-bind-address", "127.0.0.1:9001", "plaintext ext_authz address of the manager (loopback)")
 	samples := flag.Bool("samples", true, "apply config/samples once the manager is ready")
 	kubeconfigOut := flag.String("kubeconfig-out", "", "where to write the kubeconfig (default bin/local/kubeconfig in the repository)")
 	managerBin := flag.String("manager", "", "the sallyport binary to run (default bin/sallyport in the repository)")
@@ -96,6 +98,9 @@ func run() error {
 		"--webhook-cert-path", wh.LocalServingCertDir,
 		"--health-probe-bind-address", *probeAddr,
 		"--metrics-bind-address", *metricsAddr,
+		"--decision-bind-address", *decisionAddr,
+		"--grpc-bind-address", *grpcAddr,
+		"--decision-insecure",
 		"--zap-devel",
 	}
 	args = append(args, flag.Args()...)
@@ -152,8 +157,10 @@ sallyport is running on a local control plane. In another shell:
   export KUBECONFIG=%s
   kubectl get connpol,respol -A
 
+The decision API is at http://%s/v1/decide, Envoy ext_authz at %s.
+
 Press Ctrl-C to stop everything.
-`, rel)
+`, rel, *decisionAddr, *grpcAddr)
 
 	select {
 	case <-ctx.Done():

@@ -31,15 +31,24 @@ const (
 // Target names the object a request acts on: a service by namespace and
 // name, or by host, and the object's path within it.
 type Target struct {
+	// Namespace and Service, when set (both are then required), pick the
+	// ResourcePolicy; Host is not consulted, even when no policy serves
+	// the service, because the gateway chose the service.
 	Namespace string
 	Service   string
-	Host      string
-	// Name is the object path as received; the engine canonicalises it.
+	// Host picks the ResourcePolicy when Namespace and Service are empty.
+	// It is matched case-insensitively and without a trailing dot, as
+	// "host:port" first and then as the host alone, so a policy may claim
+	// one port of a host or all of them.
+	Host string
+	// Name is the object path as received, query included; the engine
+	// canonicalises it (see CanonicalPath). Empty means "/".
 	Name string
 }
 
 // Request is one question: may the holder of Token do Action on Target with
-// Scopes?
+// Scopes? Validate checks that it is well formed; Engine.Decide checks it
+// again and never evaluates one that is not.
 type Request struct {
 	Token      string
 	Target     Target

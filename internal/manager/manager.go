@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -27,10 +29,16 @@ import (
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/controllers"
+	"github.com/sallyport/sallyport/internal/credential"
+	"github.com/sallyport/sallyport/internal/decision"
+	"github.com/sallyport/sallyport/internal/decisionlog"
 	"github.com/sallyport/sallyport/internal/policy"
 	"github.com/sallyport/sallyport/internal/store"
 	policywebhook "github.com/sallyport/sallyport/webhook"
 )
+
+// The decision servers review credentials with the API server.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 // LeaderElectionID names the Lease the replicas elect a leader with.
 const LeaderElectionID = "sallyport.policy.sallyport.dev"
@@ -48,6 +56,21 @@ type Options struct {
 
 	LeaderElect             bool
 	LeaderElectionNamespace string
+
+	// DecisionBindAddress is the HTTPS decision API's address ("0"
+	// disables it); DecisionCertPath holds its tls.crt and tls.key;
+	// DecisionInsecure serves it over plain HTTP, on loopback only.
+	DecisionBindAddress string
+	DecisionCertPath    string
+	DecisionInsecure    bool
+	// GRPCBindAddress is the Envoy ext_authz address ("0" disables it). It
+	// shares the decision API's certificate and insecure switch.
+	GRPCBindAddress string
+	// DecisionLog is where decision lines go: "-" for stdout, or a file.
+	DecisionLog     string
+	DecisionLogMode decisionlog.Mode
+	// TokenReviewCacheTTL bounds how long a credential review is reused.
+	TokenReviewCacheTTL time.Duration
 
 	// APIAudiences are refused as ConnectionPolicy audiences, in addition to
 	// the well-known ones and the issuer the API server advertises.
@@ -79,8 +102,13 @@ var tlsOpts = []func(*tls.Config){func(c *tls.Config) {
 type Operator struct {
 	Manager ctrl.Manager
 	Store   *store.Store
-	log     logr.Logger
-	opts    Options
+	// Decisions is the decision server, nil when the decision API and
+	// ext_authz are both disabled.
+	Decisions *policywebhook.DecisionServer
+	log       logr.Logger
+	opts      Options
+	// closeLog flushes the decision log once the servers have stopped.
+	closeLog func() error
 }
 
 // Run runs the manager until ctx ends.
@@ -95,7 +123,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 // Start runs the manager until ctx ends.
 func (op *Operator) Start(ctx context.Context) error {
 	op.log.Info("Starting manager", "leaderElection", op.opts.LeaderElect, "webhooks", op.opts.EnableWebhooks)
-	if err := op.Manager.Start(ctx); err != nil {
+	err := op.Manager.Start(ctx)
+	// The manager returns once every runnable, the decision servers among
+	// them, has stopped: no decision is still being logged.
+	if op.closeLog != nil {
+		if cerr := op.closeLog(); cerr != nil {
+			op.log.Error(cerr, "Could not flush the decision log")
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
@@ -168,6 +204,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		}
 	}
 
+	op := &Operator{Manager: mgr, Store: st, log: log, opts: o}
+	if err := op.addDecisionServers(cfg, st, log); err != nil {
+		return nil, err
+	}
+
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add health check: %w", err)
 	}
@@ -184,7 +225,72 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 			return nil, fmt.Errorf("add webhook readiness check: %w", err)
 		}
 	}
-	return &Operator{Manager: mgr, Store: st, log: log, opts: o}, nil
+	return op, nil
+}
+
+// addDecisionServers adds the decision API and the ext_authz server, which
+// share one engine, one credential cache and one decision log.
+func (op *Operator) addDecisionServers(cfg *rest.Config, st *store.Store, log logr.Logger) error {
+	o := op.opts
+	httpOn, grpcOn := enabled(o.DecisionBindAddress), enabled(o.GRPCBindAddress)
+	if !httpOn && !grpcOn {
+		return nil
+	}
+	if !o.DecisionInsecure && o.DecisionCertPath == "" {
+		return errors.New("the decision API needs --decision-cert-path (a directory with tls.crt and tls.key), or --decision-insecure on a loopback address")
+	}
+	auth, err := credential.NewCachingAuthenticator(cfg, credential.Options{
+		CacheTTL: o.TokenReviewCacheTTL,
+		Log:      log.WithName("credential"),
+	})
+	if err != nil {
+		return fmt.Errorf("create the credential authenticator: %w", err)
+	}
+	out, closeOut, err := openDecisionLog(o.DecisionLog)
+	if err != nil {
+		return err
+	}
+	dlog := decisionlog.New(out, decisionlog.Options{Mode: o.DecisionLogMode})
+	op.closeLog = func() error { return errors.Join(dlog.Close(), closeOut()) }
+
+	engine := decision.NewEngine(st, auth, decision.Options{Logger: log.WithName("decision")})
+	ds := policywebhook.NewDecisionServer(policywebhook.DecisionServerOptions{
+		BindAddress: o.DecisionBindAddress,
+		CertDir:     o.DecisionCertPath,
+		Insecure:    o.DecisionInsecure,
+	}, engine, dlog, st.Ready, log.WithName("decision-api"))
+	op.Decisions = ds
+	if httpOn {
+		if err := op.Manager.Add(ds); err != nil {
+			return fmt.Errorf("add the decision API: %w", err)
+		}
+	}
+	if grpcOn {
+		ext := policywebhook.NewExtAuthzServer(policywebhook.ExtAuthzOptions{
+			BindAddress: o.GRPCBindAddress,
+			CertDir:     o.DecisionCertPath,
+			Insecure:    o.DecisionInsecure,
+		}, ds, log.WithName("ext-authz"))
+		if err := op.Manager.Add(ext); err != nil {
+			return fmt.Errorf("add the ext_authz server: %w", err)
+		}
+	}
+	return nil
+}
+
+func enabled(addr string) bool { return addr != "" && addr != "0" }
+
+// openDecisionLog opens the decision log destination: stdout for "-" or "",
+// else a file opened for appending, readable by its owner only.
+func openDecisionLog(path string) (io.Writer, func() error, error) {
+	if path == "" || path == "-" {
+		return os.Stdout, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the decision log %s: %w", path, err)
+	}
+	return f, f.Close, nil
 }
 
 // discoverIssuer reads the service account issuer from the API server's

@@ -51,6 +51,8 @@ func TestLocalRun(t *testing.T) {
 		"--kubeconfig-out", kubeconfig,
 		"--health-probe-bind-address", freeAddr(t),
 		"--metrics-bind-address", freeAddr(t),
+		"--decision-bind-address", freeAddr(t),
+		"--grpc-bind-address", freeAddr(t),
 	)
 	cmd.Dir = root
 	cmd.Env = os.Environ()
