@@ -155,4 +155,3 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	}{err.Error()})
 	_, _ = w.Write(append(body, '\n'))
 }
-
