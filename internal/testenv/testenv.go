@@ -6,6 +6,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -107,4 +108,15 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// FreeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago, for a server a test starts.
+func FreeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
 }
