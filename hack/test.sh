@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+hack/deps.sh
 KUBEBUILDER_ASSETS=$(hack/envtest.sh)
 export KUBEBUILDER_ASSETS
 echo "test.sh: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
