@@ -57,6 +57,10 @@ lint: ## Run golangci-lint (built from hack/lint).
 verify: ## Fail when generated code, manifests or formatting are out of date.
 	hack/verify.sh
 
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
+	hack/fuzz.sh
+
 .PHONY: envtest
 envtest: ## Build (once per machine) the kube-apiserver and etcd for tests; print KUBEBUILDER_ASSETS.
 	@hack/envtest.sh

@@ -129,7 +129,10 @@ func jsonError(err error) error {
 	msg := err.Error()
 	// encoding/json reports unknown fields as `json: unknown field "x"`.
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return &badRequest{Field: strings.Trim(f, `"`), Msg: "unknown field"}
+		if name := strings.Trim(f, `"`); name != "" {
+			return &badRequest{Field: name, Msg: "unknown field"}
+		}
+		return &badRequest{Field: "body", Msg: `unknown field ""`}
 	}
 	return &badRequest{Field: "body", Msg: strings.TrimPrefix(msg, "json: ")}
 }

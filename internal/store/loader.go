@@ -116,6 +116,7 @@ func (l *Loader) publish(initial bool) {
 	l.store.Publish(snap, initial)
 	buildDuration.Observe(time.Since(start).Seconds())
 	snapshotVersion.Set(float64(snap.Version))
+	observeSnapshot(snap)
 	l.log.V(1).Info("Published policy snapshot", "version", snap.Version, "changes", len(batch), "policies", snap.Len(), "initial", initial)
 }
 

@@ -1,4 +1,6 @@
-package webhook_test
+// Package admission_test checks the admission webhooks registered on a real
+// API server and served by the manager, as kubectl apply meets them.
+package admission_test
 
 import (
 	"sync"
