@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,12 +47,13 @@ func TestLocalRun(t *testing.T) {
 	goBuild(t, root, runlocalBin, "./hack/runlocal")
 	kubeconfig := filepath.Join(tmp, "kubeconfig")
 
+	decisionAddr := freeAddr(t)
 	cmd := exec.Command(runlocalBin,
 		"--manager", managerBin,
 		"--kubeconfig-out", kubeconfig,
 		"--health-probe-bind-address", freeAddr(t),
 		"--metrics-bind-address", freeAddr(t),
-		"--decision-bind-address", freeAddr(t),
+		"--decision-bind-address", decisionAddr,
 		"--grpc-bind-address", freeAddr(t),
 	)
 	cmd.Dir = root
@@ -139,6 +141,35 @@ func TestLocalRun(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl explain connectionpolicy.spec.reach lacks %q:\n%s", want, out)
 		}
+	}
+
+	// The sample connection's token, minted as a user would, is allowed to
+	// read entries and refused a delete, each by the right gate.
+	token := strings.TrimSpace(mustRun("create", "token", "billing-worker", "-n", "billing",
+		"--audience", "sallyport.dev/billing/billing-to-ledger", "--duration", "10m"))
+	for _, tc := range []struct {
+		action string
+		want   string
+	}{
+		{"GET", `"allowed":true`},
+		{"DELETE", `"reason":"DeniedByRule"`},
+	} {
+		body := fmt.Sprintf(`{"credential":{"token":%q},"resource":{"namespace":"ledger","service":"ledger-api","name":"/entries/42"},"action":%q,"scopes":["ledger.read"]}`, token, tc.action)
+		resp, err := http.Post("http://"+decisionAddr+"/v1/decide", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), tc.want) {
+			t.Errorf("%s /entries/42: %d %s, want %s", tc.action, resp.StatusCode, answer, tc.want)
+		}
+	}
+	logMu.Lock()
+	leaked := strings.Contains(logs.String(), token)
+	logMu.Unlock()
+	if leaked {
+		t.Error("the run's output (manager log and decision log) holds the token")
 	}
 
 	bad := filepath.Join(tmp, "bad.yaml")
