@@ -131,7 +131,10 @@ func New(w io.Writer, o Options) *Logger {
 // Log encodes e and queues it. In block mode it waits for room; in drop mode
 // it drops the line when the queue is full and returns nil.
 func (l *Logger) Log(e *Entry) error {
-	buf := bufPool.Get().(*[]byte)
+	buf, ok := bufPool.Get().(*[]byte)
+	if !ok {
+		buf = new([]byte)
+	}
 	*buf = appendEntry((*buf)[:0], e)
 	l.mu.RLock()
 	defer l.mu.RUnlock()

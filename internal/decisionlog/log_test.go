@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -130,7 +131,7 @@ func TestBlockModeLosesNothing(t *testing.T) {
 	if lines != writers*each || l.Dropped() != 0 {
 		t.Errorf("%d lines, %d dropped; want %d, 0", lines, l.Dropped(), writers*each)
 	}
-	if err := l.Log(entry(0)); err != ErrClosed {
+	if err := l.Log(entry(0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Log after Close = %v", err)
 	}
 }

@@ -311,7 +311,8 @@ func TestRevokedTokenIsRefused(t *testing.T) {
 	})
 }
 
-func forward(t *testing.T, path, token string, headers map[string]string, host string) *http.Response {
+// forward sends a forward-auth subrequest and returns its status and headers.
+func forward(t *testing.T, path, token string, headers map[string]string, host string) (int, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, decideURL+path, nil)
 	if err != nil {
@@ -332,7 +333,7 @@ func forward(t *testing.T, path, token string, headers map[string]string, host s
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	return resp
+	return resp.StatusCode, resp.Header
 }
 
 func TestForwardAuth(t *testing.T) {
@@ -364,12 +365,12 @@ func TestForwardAuth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := forward(t, tc.path, tc.token, tc.headers, tc.host)
-			if resp.StatusCode != tc.code || resp.Header.Get("X-Sallyport-Reason") != tc.reason {
-				t.Errorf("status %d reason %q, want %d %q", resp.StatusCode, resp.Header.Get("X-Sallyport-Reason"), tc.code, tc.reason)
+			code, h := forward(t, tc.path, tc.token, tc.headers, tc.host)
+			if code != tc.code || h.Get("X-Sallyport-Reason") != tc.reason {
+				t.Errorf("status %d reason %q, want %d %q", code, h.Get("X-Sallyport-Reason"), tc.code, tc.reason)
 			}
-			if tc.code == 200 && resp.Header.Get("X-Sallyport-Identity") != "system:serviceaccount:"+f.callerNS+":worker" {
-				t.Errorf("identity header %q", resp.Header.Get("X-Sallyport-Identity"))
+			if tc.code == 200 && h.Get("X-Sallyport-Identity") != "system:serviceaccount:"+f.callerNS+":worker" {
+				t.Errorf("identity header %q", h.Get("X-Sallyport-Identity"))
 			}
 		})
 	}
