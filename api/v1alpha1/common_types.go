@@ -72,6 +72,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionCompiled is True when the current generation compiled.
 	ConditionCompiled = "Compiled"
+	// ConditionTokenIssued is True when the credential spec.token asks for
+	// is in place: a fresh token in its Secret (Secret mode), or the pod
+	// webhook ready to project it (Projected mode).
+	ConditionTokenIssued = "TokenIssued"
 
 	// ReasonReady says the policy serves its current generation.
 	ReasonReady = "Ready"
@@ -87,6 +91,22 @@ const (
 	// ReasonHostConflict says an older ResourcePolicy holds a host this one
 	// claims.
 	ReasonHostConflict = "HostConflict"
+	// ReasonTokenIssued says the Secret holds a fresh token.
+	ReasonTokenIssued = "Issued"
+	// ReasonTokenProjected says pods asking for the connection get a
+	// projected token from the kubelet.
+	ReasonTokenProjected = "Projected"
+	// ReasonNotDelegated says the operator may not mint tokens for the
+	// ServiceAccount: nobody bound the sallyport-token-issuer ClusterRole to
+	// it in the namespace.
+	ReasonNotDelegated = "NotDelegated"
+	// ReasonSecretConflict says a Secret of the token's name exists and is
+	// not the operator's; it is left untouched.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonIssuanceFailed says the last attempt to issue a token failed; a
+	// token that is still valid stays in place.
+	ReasonIssuanceFailed = "IssuanceFailed"
+
 	// ReasonServiceConflict says an older ResourcePolicy of the same
 	// enforcement mode in the namespace already names this service.
 	ReasonServiceConflict = "ServiceConflict"

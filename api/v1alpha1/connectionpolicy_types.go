@@ -155,7 +155,7 @@ type ConnectionPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready and Compiled.
+	// conditions: Ready and Compiled, and TokenIssued when spec.token is set.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -169,6 +169,75 @@ type ConnectionPolicyStatus struct {
 	// compiled summarises the version of this policy that serves decisions.
 	// +optional
 	Compiled *CompiledStatus `json:"compiled,omitempty"`
+
+	// token reports the credential the operator keeps in Secret mode. It
+	// never holds the token itself.
+	// +optional
+	Token *TokenStatus `json:"token,omitempty"`
+}
+
+// TokenStatus describes the current token of a Secret-mode ConnectionPolicy
+// and its rotation schedule. The operator rebuilds its schedule from it after
+// a restart.
+type TokenStatus struct {
+	// secretName is the Secret that holds the token.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+
+	// anchor is the Secret the current token is bound to; deleting it
+	// revokes the token.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Anchor string `json:"anchor,omitempty"`
+
+	// credentialID identifies the current token ("JTI=…"), as decisions and
+	// the decision log name it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	CredentialID string `json:"credentialID,omitempty"`
+
+	// issuedAt, expiresAt and renewAt are when the current token was
+	// issued, when it expires, and when the operator will replace it.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	// +optional
+	RenewAt *metav1.Time `json:"renewAt,omitempty"`
+
+	// requestedExpirationSeconds is the lifetime asked for;
+	// grantedExpirationSeconds the lifetime the API server granted, which may
+	// be shorter.
+	// +optional
+	RequestedExpirationSeconds int64 `json:"requestedExpirationSeconds,omitempty"`
+	// +optional
+	GrantedExpirationSeconds int64 `json:"grantedExpirationSeconds,omitempty"`
+
+	// previousAnchor is the anchor of the token this one replaced, deleted
+	// (revoking that token) at revokePreviousAt, once the new token has had
+	// time to reach its consumers.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PreviousAnchor string `json:"previousAnchor,omitempty"`
+	// +optional
+	RevokePreviousAt *metav1.Time `json:"revokePreviousAt,omitempty"`
+
+	// failures counts consecutive failed issuance attempts; lastFailure says
+	// why the last one failed, and lastFailureTime when.
+	// +optional
+	Failures int32 `json:"failures,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastFailure string `json:"lastFailure,omitempty"`
+	// +optional
+	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
+
+	// renewRequest is the value of the sallyport.dev/renew annotation last
+	// acted on; a new value renews at once.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	RenewRequest string `json:"renewRequest,omitempty"`
 }
 
 // ConnectionPolicy is the outer gate: it says which workload identity, with
@@ -183,6 +252,8 @@ type ConnectionPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Token Expires",type=date,JSONPath=`.status.token.expiresAt`
+// +kubebuilder:printcolumn:name="Renew At",type=string,JSONPath=`.status.token.renewAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ConnectionPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
