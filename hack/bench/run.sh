@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Load runs of the decision API; docs/benchmarks.md says what they measure
+# and holds the results.
+#
+#   1. Saturation: wrk against the floor (hack/bench/floor, a minimal Go
+#      net/http JSON server) and against sallyport's POST /v1/decide
+#      (hack/bench/decide: the real handler, engine, credential cache and
+#      decision log), one after the other in the same run, with the same
+#      request body. Prints req/s, p50, p99, p99.9 and sallyport/floor.
+#   2. Latency at half load: hack/bench/load sends to /v1/decide at a fixed
+#      rate, half of the req/s measured in 1, open-loop (latency counted from
+#      when each request was due), and reports p50 to p99.9; then the same
+#      against the floor at the same rate, as a control for the machine.
+#   3. Profiles (PROFILE=1): CPU profiles of both servers under wrk.
+#   4. Engine (ENGINE_BENCH=1): go test -bench 'Decide' ./internal/decision/.
+#
+# Environment, with defaults:
+#   THREADS=1 CONNECTIONS=16 DURATION=15s   wrk's -t, -c, -d (both servers;
+#                                           CONNECTIONS is also load's)
+#   WARMUP=5s          wrk warm-up of each server before it is measured
+#   POLICIES=10        ConnectionPolicies and ResourcePolicies in the store
+#   DECISION_LOG=file  "file" (in this run's temporary directory) or
+#                      "discard"; block mode either way
+#   LOAD_RATE=         req/s of phase 2; default half of phase 1's
+#   LOAD_DURATION=30s LOAD_WARMUP=5s
+#   PROFILE=1 ENGINE_BENCH=1 BENCH_COUNT=1
+#   RESULTS_DIR=       if set, raw outputs and the CPU profiles are kept there
+#
+# Needs wrk: installed with apt-get when missing and running as root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+THREADS=${THREADS:-1}
+CONNECTIONS=${CONNECTIONS:-16}
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-5s}
+POLICIES=${POLICIES:-10}
+DECISION_LOG=${DECISION_LOG:-file}
+LOAD_RATE=${LOAD_RATE:-}
+LOAD_DURATION=${LOAD_DURATION:-30s}
+LOAD_WARMUP=${LOAD_WARMUP:-5s}
+PROFILE=${PROFILE:-1}
+ENGINE_BENCH=${ENGINE_BENCH:-1}
+BENCH_COUNT=${BENCH_COUNT:-1}
+RESULTS_DIR=${RESULTS_DIR:-}
+
+die() {
+	echo "run.sh: $*" >&2
+	exit 1
+}
+say() { printf '\n== %s\n' "$*"; }
+
+case $DECISION_LOG in
+file | discard) ;;
+*) die "DECISION_LOG must be \"file\" or \"discard\", not \"$DECISION_LOG\"" ;;
+esac
+
+# --- wrk ---------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+	if [[ $(id -u) -ne 0 ]]; then
+		die "wrk is not installed and this is not root; install it first: sudo apt-get install -y wrk"
+	fi
+	echo "run.sh: installing wrk (apt-get install -y wrk)"
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; then
+		DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null ||
+			die "apt-get update failed; install wrk by hand"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null ||
+			die "apt-get install -y wrk failed; install wrk by hand"
+	fi
+	command -v wrk >/dev/null 2>&1 || die "wrk is still not on PATH after installing it"
+fi
+
+# --- temporary directory and cleanup -----------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sallyport-bench.XXXXXX")
+pids=()
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+keep() { # keep FILE...: copy raw outputs to RESULTS_DIR
+	if [[ -n $RESULTS_DIR ]]; then
+		cp "$@" "$RESULTS_DIR"/
+	fi
+}
+if [[ -n $RESULTS_DIR ]]; then
+	mkdir -p "$RESULTS_DIR"
+fi
+
+# --- machine -----------------------------------------------------------------
+say "machine"
+echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "cpus:     $(nproc) ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | sort | uniq -c | sed 's/^ *//' | paste -sd ';' -))"
+echo "go:       $(go version)"
+echo "wrk:      $(wrk -v 2>&1 | head -n1)"
+echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; the machine is shared)"
+
+# --- build ---------------------------------------------------------------------
+say "build"
+for prog in floor decide load; do
+	go build -o "$tmp/$prog" "./hack/bench/$prog"
+done
+echo "built floor, decide and load into $tmp"
+
+# start NAME BINARY ARGS...: starts a server with -addr 127.0.0.1:0 and
+# -addr-file, waits until it listens, and sets addr to its address.
+addr=
+start() {
+	local name=$1 bin=$2
+	shift 2
+	rm -f "$tmp/$name.addr"
+	"$bin" -addr 127.0.0.1:0 -addr-file "$tmp/$name.addr" "$@" 2>"$tmp/$name.log" &
+	local pid=$!
+	pids+=("$pid")
+	local i
+	for ((i = 0; i < 6000; i++)); do
+		if [[ -s $tmp/$name.addr ]]; then
+			addr=$(<"$tmp/$name.addr")
+			echo "$name: pid $pid on $addr"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || {
+			cat "$tmp/$name.log" >&2
+			die "$name exited before it listened"
+		}
+		sleep 0.1
+	done
+	die "$name did not listen within 10 minutes"
+}
+
+# stop PID: SIGTERM, then wait for it.
+stop() {
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# field LINE KEY: the value of KEY=value in LINE.
+field() {
+	local kv
+	for kv in $1; do
+		if [[ $kv == "$2="* ]]; then
+			echo "${kv#*=}"
+			return 0
+		fi
+	done
+	die "no $2 in: $1"
+}
+
+# --- servers -------------------------------------------------------------------
+say "servers"
+decide_log=discard
+if [[ $DECISION_LOG == file ]]; then
+	decide_log=$tmp/decisions.log
+fi
+start floor "$tmp/floor"
+floor_pid=${pids[-1]}
+floor_url=http://$addr/v1/decide
+start decide "$tmp/decide" -policies "$POLICIES" -decision-log "$decide_log" -body-file "$tmp/body.json"
+decide_pid=${pids[-1]}
+decide_url=http://$addr/v1/decide
+sed -n 's/^decide: serving/  serving/p' "$tmp/decide.log"
+
+body=$(<"$tmp/body.json")
+[[ $body != *']==]'* ]] || die "the request body contains ]==] and cannot be quoted in Lua"
+echo "request body: ${#body} bytes (a ${POLICIES}-policy store; token of $(($(cut -d'"' -f6 <<<"$body" | wc -c) - 1)) bytes)"
+
+# Both answer the same body; sallyport must allow it.
+"$tmp/load" -check -url "$floor_url" -body-file "$tmp/body.json" >"$tmp/check-floor.txt" ||
+	die "the floor did not answer 200: $(cat "$tmp/check-floor.txt")"
+"$tmp/load" -check -url "$decide_url" -body-file "$tmp/body.json" -expect '"allowed":true' >"$tmp/check-decide.txt" ||
+	die "sallyport did not allow the benchmark request: $(cat "$tmp/check-decide.txt")"
+echo "answers: floor $(($(wc -c <"$tmp/check-floor.txt") - 5)) bytes, sallyport $(($(wc -c <"$tmp/check-decide.txt") - 5)) bytes; sallyport allows the request"
+
+cat >"$tmp/post.lua" <<EOF
+-- POST the benchmark body; done() prints one line for run.sh.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[$body]==]
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d rps=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d errors=%d non2xx=%d\n",
+    summary.requests, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+EOF
+
+# cpu PID: user+system CPU time of a process so far, in microseconds.
+clk_tck=$(getconf CLK_TCK)
+cpu() {
+	local stat f
+	stat=$(<"/proc/$1/stat")
+	read -r -a f <<<"${stat##*) }" # fields from the 3rd (state) on
+	echo $(((f[11] + f[12]) * 1000000 / clk_tck))
+}
+
+# sample: sets busy, the busy time of all CPUs (steal included), and
+# children, the CPU time of this shell's finished children (wrk, load), both
+# in microseconds.
+sample() {
+	local u n s irq sirq st
+	read -r _ u n s _ _ irq sirq st _ </proc/stat
+	busy=$(((u + n + s + irq + sirq + st) * 1000000 / clk_tck))
+	times >"$tmp/times" # in this shell: a subshell's children are not its own
+	children=$(awk 'NR == 2 {
+		t = 0
+		for (i = 1; i <= NF; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
+		printf "%d", t * 1e6
+	}' "$tmp/times")
+}
+
+# account_start PID, then account_end PID around a load generator run in the
+# foreground: account_end sets usage to "server_us=… cpus=… others=…": the
+# server's CPU time, the CPUs it used, and the CPUs used by everything that
+# is neither the server nor the load generator (other people's work on a
+# shared machine, kernel threads, the hypervisor's steal).
+acct_server=0 acct_busy=0 acct_children=0 acct_t0=0 usage=
+account_start() {
+	acct_server=$(cpu "$1")
+	sample
+	acct_busy=$busy acct_children=$children acct_t0=$EPOCHREALTIME
+}
+account_end() {
+	local server t1
+	server=$(($(cpu "$1") - acct_server))
+	t1=$EPOCHREALTIME
+	sample
+	usage=$(awk -v server="$server" -v busy=$((busy - acct_busy)) -v gen=$((children - acct_children)) \
+		-v t0="$acct_t0" -v t1="$t1" 'BEGIN {
+			s = t1 - t0; o = (busy - server - gen) / 1e6 / s
+			printf "server_us=%d cpus=%.2f others=%.2f", server, server / 1e6 / s, (o < 0 ? 0 : o)
+		}')
+}
+
+# bench NAME URL PID: warms up, measures, and sets result to wrk's RESULT
+# line plus usage and the server's CPU time per answer (cpu_us).
+result=
+bench() {
+	local name=$1 url=$2 pid=$3
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$tmp/post.lua" "$url" >/dev/null
+	account_start "$pid"
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$tmp/post.lua" "$url" >"$tmp/wrk-$name.txt"
+	account_end "$pid"
+	keep "$tmp/wrk-$name.txt"
+	result=$(grep '^RESULT' "$tmp/wrk-$name.txt") || die "no result from wrk against $name"
+	if [[ $(field "$result" errors) != 0 || $(field "$result" non2xx) != 0 ]]; then
+		cat "$tmp/wrk-$name.txt" >&2
+		die "wrk saw errors or non-2xx answers from $name"
+	fi
+	result+=" $usage cpu_us=$(awk -v c="$(field "$usage" server_us)" -v n="$(field "$result" requests)" 'BEGIN { printf "%.1f", c/n }')"
+}
+
+# --- phase 1: saturation -------------------------------------------------------
+say "phase 1: saturation, wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a ${WARMUP} warm-up each)"
+bench floor "$floor_url" "$floor_pid"
+floor_result=$result
+echo "floor done"
+bench sallyport "$decide_url" "$decide_pid"
+decide_result=$result
+echo "sallyport done"
+
+row() { # row LABEL RESULT
+	local r=$2
+	awk -v label="$1" -v rps="$(field "$r" rps)" -v p50="$(field "$r" p50_us)" \
+		-v p99="$(field "$r" p99_us)" -v p999="$(field "$r" p999_us)" \
+		-v cpu="$(field "$r" cpu_us)" -v others="$(field "$r" others)" \
+		'BEGIN { printf "%-24s %10.0f %9.3f %9.3f %9.3f %12.1f %8.2f\n", label, rps, p50/1000, p99/1000, p999/1000, cpu, others }'
+}
+floor_rps=$(field "$floor_result" rps)
+decide_rps=$(field "$decide_result" rps)
+echo
+printf '%-24s %10s %9s %9s %9s %12s %8s\n' "" "req/s" "p50 ms" "p99 ms" "p99.9 ms" "server CPU" "others"
+printf '%-24s %10s %9s %9s %9s %12s %8s\n' "" "" "" "" "" "us/answer" "CPUs"
+row "floor" "$floor_result"
+row "sallyport /v1/decide" "$decide_result"
+awk -v a="$decide_rps" -v b="$floor_rps" \
+	'BEGIN { printf "%-24s %10.2f   (target >= 0.70)\n", "ratio sallyport/floor", a/b }'
+echo "(others: CPUs used meanwhile by processes other than the server and wrk)"
+
+# --- phase 2: latency at half saturation ---------------------------------------
+rate=$LOAD_RATE
+if [[ -z $rate ]]; then
+	rate=$(awk -v r="$decide_rps" 'BEGIN { printf "%d", r/2 }')
+fi
+
+# steady NAME URL PID [EXPECT]: load at $rate; sets result to load's RESULT
+# line plus usage.
+steady() {
+	local name=$1 url=$2 pid=$3
+	local expect=()
+	if [[ $# -gt 3 ]]; then
+		expect=(-expect "$4")
+	fi
+	account_start "$pid"
+	"$tmp/load" -url "$url" -body-file "$tmp/body.json" "${expect[@]}" -rate "$rate" \
+		-duration "$LOAD_DURATION" -warmup "$LOAD_WARMUP" -connections "$CONNECTIONS" >"$tmp/load-$name.txt" ||
+		die "load against $name failed: $(cat "$tmp/load-$name.txt")"
+	account_end "$pid"
+	keep "$tmp/load-$name.txt"
+	grep -v '^RESULT' "$tmp/load-$name.txt"
+	result="$(grep '^RESULT' "$tmp/load-$name.txt") $usage"
+}
+
+say "phase 2: $rate req/s (half of sallyport's $decide_rps) for $LOAD_DURATION after a $LOAD_WARMUP warm-up, $CONNECTIONS connections, open-loop; sallyport, then the floor at the same rate as a control"
+steady sallyport-half "$decide_url" "$decide_pid" '"allowed":true'
+decide_half=$result
+steady floor-half "$floor_url" "$floor_pid"
+floor_half=$result
+
+halfrow() { # halfrow LABEL RESULT
+	local r=$2
+	awk -v label="$1" -v p50="$(field "$r" p50_us)" -v p99="$(field "$r" p99_us)" \
+		-v p999="$(field "$r" p999_us)" -v s99="$(field "$r" svc_p99_us)" -v cpus="$(field "$r" cpus)" \
+		-v others="$(field "$r" others)" \
+		'BEGIN { printf "%-24s %9.3f %9.3f %9.3f %14.3f %6.2f %7.2f\n", label, p50/1000, p99/1000, p999/1000, s99/1000, cpus, others }'
+}
+echo
+echo "at $rate req/s; latency from each request's due time (service time: from its write);"
+echo "CPUs used by the server, and by other processes (neither server nor load generator)"
+printf '%-24s %9s %9s %9s %14s %6s %7s\n' "" "p50 ms" "p99 ms" "p99.9 ms" "service p99 ms" "CPUs" "others"
+halfrow "sallyport /v1/decide" "$decide_half"
+halfrow "floor (control)" "$floor_half"
+awk -v p99="$(field "$decide_half" p99_us)" 'BEGIN { printf "sallyport p99 %.3f ms (target < 2 ms)\n", p99/1000 }'
+
+# --- servers' own account ----------------------------------------------------------
+stop "$decide_pid"
+say "sallyport's counters (every decision allowed, review cache warm)"
+grep -v '^decide: serving' "$tmp/decide.log" | sed 's/^decide: /  /'
+if grep -q 'allowed=false' "$tmp/decide.log"; then
+	die "sallyport denied some benchmark requests"
+fi
+if [[ -f $tmp/decisions.log ]]; then
+	echo "  decision log: $(du -h "$tmp/decisions.log" | cut -f1), $(wc -l <"$tmp/decisions.log") lines"
+fi
+keep "$tmp/decide.log"
+rm -f "$tmp/decisions.log"
+stop "$floor_pid"
+
+# --- phase 3: CPU profiles ---------------------------------------------------------
+if [[ $PROFILE == 1 ]]; then
+	say "phase 3: CPU profiles of both servers, each under wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+	if [[ $DECISION_LOG == file ]]; then
+		decide_log=$tmp/decisions-profile.log
+	fi
+	for name in floor decide; do
+		if [[ $name == floor ]]; then
+			start floor-profile "$tmp/floor" -cpuprofile "$tmp/cpu-floor.pprof"
+		else
+			start decide-profile "$tmp/decide" -policies "$POLICIES" -decision-log "$decide_log" \
+				-body-file "$tmp/body-profile.json" -cpuprofile "$tmp/cpu-decide.pprof"
+		fi
+		wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$tmp/post.lua" "http://$addr/v1/decide" >"$tmp/wrk-profile-$name.txt"
+		echo "$name under profiling: $(field "$(grep '^RESULT' "$tmp/wrk-profile-$name.txt")" rps) req/s"
+		stop "${pids[-1]}"
+	done
+	rm -f "$tmp/decisions-profile.log"
+	for name in decide floor; do
+		go tool pprof -top -nodecount=30 "$tmp/$name" "$tmp/cpu-$name.pprof" 2>/dev/null >"$tmp/pprof-$name-top.txt"
+		go tool pprof -top -cum -nodecount=45 "$tmp/$name" "$tmp/cpu-$name.pprof" 2>/dev/null >"$tmp/pprof-$name-cum.txt"
+		keep "$tmp/cpu-$name.pprof" "$tmp/pprof-$name-top.txt" "$tmp/pprof-$name-cum.txt"
+	done
+	echo; echo "sallyport, flat:"
+	tail -n +5 "$tmp/pprof-decide-top.txt"
+	echo; echo "sallyport, cumulative:"
+	tail -n +7 "$tmp/pprof-decide-cum.txt"
+	echo; echo "floor, cumulative:"
+	tail -n +7 "$tmp/pprof-floor-cum.txt" | head -n 25
+fi
+
+# --- phase 4: engine benchmarks ------------------------------------------------------
+if [[ $ENGINE_BENCH == 1 ]]; then
+	say "phase 4: engine, go test -run '^\$' -bench 'Decide' -benchmem -count $BENCH_COUNT ./internal/decision/"
+	go test -run '^$' -bench 'Decide' -benchmem -count "$BENCH_COUNT" ./internal/decision/ | tee "$tmp/engine.txt"
+	keep "$tmp/engine.txt"
+	# Mean ns/op of the 10- and 10,000-policy stores.
+	awk '
+		$1 ~ /^BenchmarkDecide\/policies=10-/    { s10 += $3; n10++ }
+		$1 ~ /^BenchmarkDecide\/policies=10000-/ { s10k += $3; n10k++ }
+		END {
+			if (n10 && n10k)
+				printf "\nengine: %.0f ns/op with 10 policies, %.0f with 10,000: %.2fx (target <= 1.2x, and <= 5000 ns/op)\n",
+					s10/n10, s10k/n10k, (s10k/n10k)/(s10/n10)
+		}' "$tmp/engine.txt"
+fi
+
+say "done; load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
