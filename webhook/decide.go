@@ -12,6 +12,10 @@ import (
 	"github.com/sallyport/sallyport/internal/decision"
 )
 
+// jsonContentType is shared by every answer rather than allocated per
+// request; net/http only reads it.
+var jsonContentType = []string{"application/json"}
+
 // decideRequest is the body of POST /v1/decide.
 type decideRequest struct {
 	Credential *struct {
@@ -61,14 +65,18 @@ func (s *DecisionServer) serveDecide(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.decide(r.Context(), req, start, "decide")
-	body, err := json.Marshal(d)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, fmt.Errorf("encode decision: %w", err))
-		return
+	buf, ok := responsePool.Get().(*[]byte)
+	if !ok {
+		buf = new([]byte)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Sallyport-Decision-Id", d.ID)
-	_, _ = w.Write(append(body, '\n'))
+	*buf = appendDecision((*buf)[:0], d)
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h.Set("X-Sallyport-Decision-Id", d.ID)
+	_, _ = w.Write(*buf)
+	if cap(*buf) <= 16<<10 {
+		responsePool.Put(buf)
+	}
 }
 
 // decodeDecideRequest reads and validates one request. Every error names the

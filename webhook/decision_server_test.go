@@ -302,3 +302,30 @@ func TestDecisionServerRefusesPlaintextOffLoopback(t *testing.T) {
 		t.Fatalf("Start = %v, want a refusal to serve plain HTTP off loopback", err)
 	}
 }
+
+// The hand-written answer is the document encoding/json makes of a Decision.
+func TestAppendDecisionMatchesEncodingJSON(t *testing.T) {
+	for _, d := range []decision.Decision{
+		{},
+		allowed,
+		{ID: "x\"y\n", Connection: decision.Connection{Reason: "MissingCredential", Message: "no \u2028 token\xff"}, Resource: decision.Resource{Reason: "NotEvaluated"}},
+		{ID: "id", Connection: decision.Connection{Allowed: true, Policy: "a/b", Identity: "i", CredentialID: "JTI=1", Reason: "Matched"},
+			Resource: decision.Resource{Policy: "c/d", Rule: "r", Reason: "DeniedByRule", Message: "<html>&"}},
+	} {
+		want, err := json.Marshal(&d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendDecision(nil, &d)
+		var gotV, wantV any
+		if err := json.Unmarshal(got, &gotV); err != nil {
+			t.Fatalf("invalid JSON %s: %v", got, err)
+		}
+		_ = json.Unmarshal(want, &wantV)
+		g, _ := json.Marshal(gotV)
+		w, _ := json.Marshal(wantV)
+		if !bytes.Equal(g, w) {
+			t.Errorf("appendDecision\n got %s\nwant %s", got, want)
+		}
+	}
+}
