@@ -29,4 +29,3 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
-
