@@ -5,7 +5,9 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +39,34 @@ type kindOf[T client.Object] struct {
 	fields func(T) statusFields
 	// extra sets the kind's own status fields.
 	extra func(T, store.Status)
+	// phase is the kind's own work in a reconcile (token issuance for
+	// ConnectionPolicies); nil for none.
+	phase phase[T]
+	// predicates select the updates of the policy that are reconciled.
+	predicates []predicate.Predicate
+}
+
+// phase is work a kind does in its reconcile besides reporting what the
+// store compiled. It writes its results into the object's status, so the
+// reconcile still ends in one status patch: the status has one writer.
+type phase[T client.Object] interface {
+	// fetch returns the object to reconcile: obj as the cache has it, or a
+	// fresh read when the phase is about to act on what status records and
+	// a lagging cache would make it act twice.
+	fetch(ctx context.Context, obj T) (T, error)
+	// finalize releases what the phase holds for an object being deleted
+	// and removes its finalizer.
+	finalize(ctx context.Context, obj T) error
+	// prepare adds or removes the phase's finalizer (and releases what an
+	// object no longer needs) before the status is computed. It may patch
+	// the object's metadata.
+	prepare(ctx context.Context, obj T) error
+	// run does the phase's work and sets its status fields and condition on
+	// obj. observedGeneration is the generation the status described before
+	// this reconcile. The result says when to reconcile again.
+	run(ctx context.Context, obj T, observedGeneration int64) ctrl.Result
+	// forget drops what the phase keeps about a policy that is gone.
+	forget(types.NamespacedName)
 }
 
 // PolicyReconciler reports in a policy's status what the store compiled and
@@ -49,18 +79,26 @@ type PolicyReconciler[T client.Object] struct {
 	kind     kindOf[T]
 }
 
-// NewConnectionPolicyReconciler returns the ConnectionPolicy status
-// reconciler.
-func NewConnectionPolicyReconciler(c client.Client, s *store.Store, rec recorder.EventRecorder) *PolicyReconciler[*v1alpha1.ConnectionPolicy] {
-	return &PolicyReconciler[*v1alpha1.ConnectionPolicy]{Client: c, Store: s, Recorder: rec, kind: kindOf[*v1alpha1.ConnectionPolicy]{
+// NewConnectionPolicyReconciler returns the ConnectionPolicy reconciler: the
+// status of what the store compiled, and the tokens spec.token asks for,
+// issued by tokens (nil issues none and reports nothing about tokens).
+func NewConnectionPolicyReconciler(c client.Client, s *store.Store, rec recorder.EventRecorder, tokens *TokenIssuer) *PolicyReconciler[*v1alpha1.ConnectionPolicy] {
+	k := kindOf[*v1alpha1.ConnectionPolicy]{
 		kind:   store.KindConnection,
 		rules:  "reach entries",
 		newObj: func() *v1alpha1.ConnectionPolicy { return &v1alpha1.ConnectionPolicy{} },
 		fields: func(o *v1alpha1.ConnectionPolicy) statusFields {
 			return statusFields{&o.Status.Conditions, &o.Status.ObservedGeneration, &o.Status.Compiled}
 		},
-		extra: func(o *v1alpha1.ConnectionPolicy, st store.Status) { o.Status.Audience = st.Audience },
-	}}
+		extra:      func(o *v1alpha1.ConnectionPolicy, st store.Status) { o.Status.Audience = st.Audience },
+		predicates: []predicate.Predicate{predicate.GenerationChangedPredicate{}},
+	}
+	if tokens != nil {
+		tokens.rec = rec
+		k.phase = tokens
+		k.predicates = append(k.predicates, tokenPredicate())
+	}
+	return &PolicyReconciler[*v1alpha1.ConnectionPolicy]{Client: c, Store: s, Recorder: rec, kind: k}
 }
 
 // NewResourcePolicyReconciler returns the ResourcePolicy status reconciler.
@@ -72,16 +110,36 @@ func NewResourcePolicyReconciler(c client.Client, s *store.Store, rec recorder.E
 		fields: func(o *v1alpha1.ResourcePolicy) statusFields {
 			return statusFields{&o.Status.Conditions, &o.Status.ObservedGeneration, &o.Status.Compiled}
 		},
-		extra: func(*v1alpha1.ResourcePolicy, store.Status) {},
+		extra:      func(*v1alpha1.ResourcePolicy, store.Status) {},
+		predicates: []predicate.Predicate{predicate.GenerationChangedPredicate{}},
 	}}
 }
 
 // Reconcile fetches the policy, reads the store's status of its current
-// generation and patches the status once.
+// generation, runs the kind's phase and patches the status once.
 func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	obj := r.kind.newObj()
 	if err := r.Client.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) && r.kind.phase != nil {
+			r.kind.phase.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if ph := r.kind.phase; ph != nil {
+		fresh, err := ph.fetch(ctx, obj)
+		if err != nil {
+			if apierrors.IsNotFound(err) {
+				ph.forget(req.NamespacedName)
+			}
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		obj = fresh
+		if !obj.GetDeletionTimestamp().IsZero() {
+			return ctrl.Result{}, ph.finalize(ctx, obj)
+		}
+		if err := ph.prepare(ctx, obj); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	st, ok := r.Store.Snapshot().Status(store.Ref{Kind: r.kind.kind, NamespacedName: req.NamespacedName})
 	if !ok || st.UID != obj.GetUID() || st.Generation != obj.GetGeneration() {
@@ -94,25 +152,32 @@ func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, fmt.Errorf("deep copy of %s %s has type %T", r.kind.kind, req.NamespacedName, obj.DeepCopyObject())
 	}
 	f := r.kind.fields(obj)
+	observed := *f.observedGeneration
 	ready, compiled := conditionsFor(obj.GetGeneration(), st, r.kind.rules)
 	setConditions(f.conditions, obj, r.Recorder, ready, compiled)
 	*f.observedGeneration = obj.GetGeneration()
 	*f.compiled = compiledStatus(st)
 	r.kind.extra(obj, st)
+	var res ctrl.Result
+	if ph := r.kind.phase; ph != nil {
+		res = ph.run(ctx, obj, observed)
+	}
 	if equality.Semantic.DeepEqual(before, obj) {
-		return ctrl.Result{}, nil
+		return res, nil
 	}
 	if err := r.Client.Status().Patch(ctx, obj, client.MergeFrom(before)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("patch status of %s %s: %w", r.kind.kind, req.NamespacedName, err)
 	}
-	return ctrl.Result{}, nil
+	return res, nil
 }
 
 // SetupWithManager registers the reconciler: it runs when the policy's
-// generation changes and whenever the store's view of the policy changes.
+// generation changes (for ConnectionPolicies that issue tokens also when the
+// renew annotation changes or deletion starts) and whenever the store's view
+// of the policy changes.
 func (r *PolicyReconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(r.kind.newObj(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(r.kind.newObj(), builder.WithPredicates(predicate.Or(r.kind.predicates...))).
 		WatchesRawSource(storeSource(r.Store, r.kind.kind)).
 		Named(string(r.kind.kind)).
 		Complete(r)

@@ -1,6 +1,8 @@
 // Package controllers reconciles the status of ConnectionPolicies and
-// ResourcePolicies from what the policy store compiled. They run on the
-// leader only; the store itself is built on every replica.
+// ResourcePolicies from what the policy store compiled, and issues and
+// rotates the tokens ConnectionPolicies ask for (token_phase.go), as a phase
+// of the same reconcile that ends in the same single status patch. They run
+// on the leader only; the store itself is built on every replica.
 package controllers
 
 import (

@@ -119,6 +119,11 @@ const (
 	TokenModeSecret TokenMode = "Secret"
 )
 
+// AnnotationConnections on a pod names, comma-separated, the Projected-mode
+// ConnectionPolicies in the pod's namespace whose tokens the pod asks for:
+// `sallyport.dev/connections: billing-to-ledger,billing-to-audit`.
+const AnnotationConnections = "sallyport.dev/connections"
+
 // TokenSpec asks the operator to issue short-lived, audience-bound tokens for
 // the policy's ServiceAccount.
 // +kubebuilder:validation:XValidation:rule="self.mode == 'Secret' || !has(self.secretName)",message="secretName is only valid with mode Secret",fieldPath=".secretName"
@@ -252,7 +257,7 @@ type TokenStatus struct {
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
-// +kubebuilder:printcolumn:name="Token Expires",type=date,JSONPath=`.status.token.expiresAt`
+// +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`
 // +kubebuilder:printcolumn:name="Renew At",type=string,JSONPath=`.status.token.renewAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ConnectionPolicy struct {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -79,6 +81,10 @@ type Options struct {
 	// ReplicaOfAnother lets a second manager run in the same process (tests
 	// that play several replicas): controller names need not be unique.
 	ReplicaOfAnother bool
+
+	// Tokens tunes Secret-mode token issuance; tests shorten its overlap and
+	// wrap its TokenRequest client.
+	Tokens controllers.TokenOptions
 }
 
 // Scheme returns the scheme the manager's clients use.
@@ -169,6 +175,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       ptr.To(30 * time.Second),
+		// Never cache Secrets: the operator may not list them cluster-wide
+		// (it reaches them only in namespaces that delegate Secret mode).
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	}
 	if o.ReplicaOfAnother {
 		mgrOpts.Controller.SkipNameValidation = ptr.To(true)
@@ -192,7 +201,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		return nil, fmt.Errorf("add snapshot loader: %w", err)
 	}
 	rec := mgr.GetEventRecorder("sallyport")
-	if err := controllers.NewConnectionPolicyReconciler(mgr.GetClient(), st, rec).SetupWithManager(mgr); err != nil {
+	tokens, err := controllers.NewTokenIssuer(cfg, mgr.GetClient(), mgr.GetAPIReader(), o.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	if err := controllers.NewConnectionPolicyReconciler(mgr.GetClient(), st, rec, tokens).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up ConnectionPolicy controller: %w", err)
 	}
 	if err := controllers.NewResourcePolicyReconciler(mgr.GetClient(), st, rec).SetupWithManager(mgr); err != nil {
@@ -201,6 +214,9 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if o.EnableWebhooks {
 		if err := policywebhook.Setup(mgr, compiler, st); err != nil {
 			return nil, err
+		}
+		if err := policywebhook.SetupPodTokens(mgr); err != nil {
+			return nil, fmt.Errorf("register the pod token webhook: %w", err)
 		}
 	}
 
