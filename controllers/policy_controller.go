@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -153,15 +154,16 @@ func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	f := r.kind.fields(obj)
 	observed := *f.observedGeneration
-	ready, compiled := conditionsFor(obj.GetGeneration(), st, r.kind.rules)
-	setConditions(f.conditions, obj, r.Recorder, ready, compiled)
-	*f.observedGeneration = obj.GetGeneration()
-	*f.compiled = compiledStatus(st)
-	r.kind.extra(obj, st)
 	var res ctrl.Result
 	if ph := r.kind.phase; ph != nil {
 		res = ph.run(ctx, obj, observed)
 	}
+	ready, compiled := conditionsFor(obj.GetGeneration(), st, r.kind.rules)
+	ready = withToken(ready, *f.conditions)
+	setConditions(f.conditions, obj, r.Recorder, ready, compiled)
+	*f.observedGeneration = obj.GetGeneration()
+	*f.compiled = compiledStatus(st)
+	r.kind.extra(obj, st)
 	if equality.Semantic.DeepEqual(before, obj) {
 		return res, nil
 	}
@@ -181,4 +183,17 @@ func (r *PolicyReconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(storeSource(r.Store, r.kind.kind)).
 		Named(string(r.kind.kind)).
 		Complete(r)
+}
+
+// withToken folds a failed token issuance into Ready: a policy that asks for
+// a token is ready only when its token is in place, so a pipeline that waits
+// for Ready before starting the token's consumers waits for the token too.
+func withToken(ready metav1.Condition, conds []metav1.Condition) metav1.Condition {
+	tok := meta.FindStatusCondition(conds, v1alpha1.ConditionTokenIssued)
+	if ready.Status != metav1.ConditionTrue || tok == nil || tok.Status == metav1.ConditionTrue {
+		return ready
+	}
+	ready.Status, ready.Reason = metav1.ConditionFalse, tok.Reason
+	ready.Message = truncate(ready.Message+" Its token is not issued: "+tok.Message, maxConditionMessage)
+	return ready
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -203,6 +204,10 @@ func TestWithoutDelegationThePolicyReportsNotDelegated(t *testing.T) {
 	if cp.Status.Token == nil || cp.Status.Token.Failures < 1 || cp.Status.Token.LastFailure == "" || cp.Status.Token.CredentialID != "" {
 		t.Errorf("status.token = %+v", cp.Status.Token)
 	}
+	// A pipeline that waits for Ready waits for the token too.
+	if r := meta.FindStatusCondition(cp.Status.Conditions, v1alpha1.ConditionReady); r == nil || r.Status != metav1.ConditionFalse || r.Reason != v1alpha1.ReasonNotDelegated {
+		t.Errorf("Ready = %+v, want False with reason NotDelegated", r)
+	}
 	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "to-ledger-token"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("token Secret: %v", err)
 	}
@@ -215,6 +220,9 @@ func TestWithoutDelegationThePolicyReportsNotDelegated(t *testing.T) {
 	cp = waitFor(t, ns, "to-ledger", tokenIssued)
 	if cp.Status.Token.Failures != 0 || cp.Status.Token.LastFailure != "" {
 		t.Errorf("failures not reset: %+v", cp.Status.Token)
+	}
+	if !meta.IsStatusConditionTrue(cp.Status.Conditions, v1alpha1.ConditionReady) {
+		t.Errorf("Ready is not True once the token is issued: %+v", cp.Status.Conditions)
 	}
 	accepted(t, tokenIn(t, ns, "to-ledger-token"), ns)
 }
