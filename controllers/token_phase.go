@@ -261,7 +261,16 @@ func (ti *TokenIssuer) run(ctx context.Context, cp *v1alpha1.ConnectionPolicy, o
 		forgetTokenMetrics(cp.Namespace, cp.Name)
 		return ctrl.Result{}
 	case cp.Spec.Token.Mode == v1alpha1.TokenModeProjected:
-		ti.setCondition(cp, metav1.ConditionTrue, v1alpha1.ReasonTokenProjected, projectedMessage(cp))
+		msg := projectedMessage(cp)
+		// The message names the audience and lifetime; when they change,
+		// pods already running keep the volume they were admitted with.
+		if prev := meta.FindStatusCondition(cp.Status.Conditions, v1alpha1.ConditionTokenIssued); prev != nil &&
+			prev.Reason == v1alpha1.ReasonTokenProjected && prev.Message != msg {
+			ti.event(cp, corev1.EventTypeWarning, v1alpha1.ReasonProjectedTokenChanged, "Project",
+				"The projected token is now for audience %q, valid %d s; pods admitted before keep the previous token until they restart",
+				policy.EffectiveAudience(cp), token.ExpirationSeconds(cp.Spec.Token.ExpirationSeconds))
+		}
+		ti.setCondition(cp, metav1.ConditionTrue, v1alpha1.ReasonTokenProjected, msg)
 		cp.Status.Token = nil
 		forgetTokenMetrics(cp.Namespace, cp.Name)
 		return ctrl.Result{}

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/testenv"
@@ -52,6 +54,31 @@ func TestProjectedModeReportsTheProjection(t *testing.T) {
 			t.Errorf("message lacks %q: %s", want, msg)
 		}
 	}
+
+	// A new lifetime is reported: running pods keep the old token until
+	// they restart.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		got := &v1alpha1.ConnectionPolicy{}
+		if err := env.Client.Get(ctx, key, got); err != nil {
+			return err
+		}
+		got.Spec.Token.ExpirationSeconds = ptr.To[int64](900)
+		return env.Client.Update(ctx, got)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, timeout, func() error {
+		var events eventsv1.EventList
+		if err := env.Client.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.Regarding.Name == "to-ledger" && e.Reason == v1alpha1.ReasonProjectedTokenChanged && strings.Contains(e.Note, "valid 900 s") && strings.Contains(e.Note, "restart") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event among %d", v1alpha1.ReasonProjectedTokenChanged, len(events.Items))
+	})
 
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		got := &v1alpha1.ConnectionPolicy{}

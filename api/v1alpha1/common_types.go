@@ -96,6 +96,10 @@ const (
 	// ReasonTokenProjected says pods asking for the connection get a
 	// projected token from the kubelet.
 	ReasonTokenProjected = "Projected"
+	// ReasonProjectedTokenChanged is the Event reason when a Projected-mode
+	// policy's audience or lifetime changes: running pods keep the token
+	// volume they were admitted with until they restart.
+	ReasonProjectedTokenChanged = "ProjectedTokenChanged"
 	// ReasonNotDelegated says the operator may not mint tokens for the
 	// ServiceAccount: nobody bound the sallyport-token-issuer ClusterRole to
 	// it in the namespace.
