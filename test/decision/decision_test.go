@@ -140,40 +140,9 @@ func mint(t *testing.T, ns, sa string, seconds int64, boundSecret *corev1.Secret
 	return out.Status.Token
 }
 
-type gate struct {
-	Allowed      bool   `json:"allowed"`
-	Policy       string `json:"policy"`
-	Identity     string `json:"identity"`
-	CredentialID string `json:"credentialID"`
-	Rule         string `json:"rule"`
-	Reason       string `json:"reason"`
-	Message      string `json:"message"`
-}
-
-type answer struct {
-	DecisionID string `json:"decisionID"`
-	Allowed    bool   `json:"allowed"`
-	Connection gate   `json:"connection"`
-	Resource   gate   `json:"resource"`
-}
-
-func decide(t *testing.T, body map[string]any) answer {
+func decide(t *testing.T, body map[string]any) testenv.Answer {
 	t.Helper()
-	raw, _ := json.Marshal(body)
-	resp, err := http.Post(decideURL+"/v1/decide", "application/json", bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, out)
-	}
-	var a answer
-	if err := json.Unmarshal(out, &a); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return testenv.Decide(t, decideURL, body)
 }
 
 func (f *fixture) request(token, action, name string, scopes ...string) map[string]any {
@@ -187,7 +156,7 @@ func (f *fixture) request(token, action, name string, scopes ...string) map[stri
 	}
 }
 
-func expect(t *testing.T, a answer, allowed bool, connReason, resReason string) {
+func expect(t *testing.T, a testenv.Answer, allowed bool, connReason, resReason string) {
 	t.Helper()
 	if a.Allowed != allowed || a.Connection.Reason != connReason || a.Resource.Reason != resReason {
 		t.Errorf("got allowed=%v connection=%s (%s) resource=%s (%s); want allowed=%v %s %s",

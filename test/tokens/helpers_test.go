@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -170,51 +168,22 @@ func anchors(t *testing.T, ns string, uid types.UID) []corev1.Secret {
 	return l.Items
 }
 
-type gate struct {
-	Allowed      bool   `json:"allowed"`
-	Policy       string `json:"policy"`
-	Identity     string `json:"identity"`
-	CredentialID string `json:"credentialID"`
-	Reason       string `json:"reason"`
-	Message      string `json:"message"`
-}
-
-type answer struct {
-	Allowed    bool `json:"allowed"`
-	Connection gate `json:"connection"`
-	Resource   gate `json:"resource"`
-}
-
 // decide asks the decision API whether tok may read an entry of ledger-api
 // in ns.
-func decide(t *testing.T, tok, ns string) answer {
+func decide(t *testing.T, tok, ns string) testenv.Answer {
 	t.Helper()
-	raw, _ := json.Marshal(map[string]any{
+	return testenv.Decide(t, decideURL, map[string]any{
 		"credential": map[string]any{"token": tok},
 		"resource":   map[string]any{"namespace": ns, "service": "ledger-api", "name": "/entries/1"},
 		"action":     "GET", "scopes": []string{"ledger.read"},
 	})
-	resp, err := http.Post(decideURL+"/v1/decide", "application/json", bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("decide: status %d: %s", resp.StatusCode, out)
-	}
-	var a answer
-	if err := json.Unmarshal(out, &a); err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 // accepted fails the test unless the decision API allows tok, and returns
 // the credential ID it reports.
 func accepted(t *testing.T, tok, ns string) string {
 	t.Helper()
-	var a answer
+	var a testenv.Answer
 	// The decision servers' snapshot may lag the status by a moment.
 	testenv.Eventually(t, timeout, func() error {
 		a = decide(t, tok, ns)
