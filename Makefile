@@ -18,6 +18,10 @@ GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/sallyport/sallyport/internal/version.Version=$(VERSION)
 
+# The container image docker-build builds, and the tool that builds it.
+IMG ?= sallyport:dev
+CONTAINER_TOOL ?= docker
+
 .PHONY: all
 all: build
 
@@ -78,3 +82,11 @@ build: ## Build bin/sallyport.
 .PHONY: run
 run: build ## Run the manager: against $KUBECONFIG when set, else on an embedded local control plane.
 	hack/run.sh $(ARGS)
+
+.PHONY: demo
+demo: ## Walk through the two gates on an embedded local control plane: policies, tokens, decisions, decision log.
+	hack/demo.sh
+
+.PHONY: docker-build
+docker-build: ## Build the container image IMG (default sallyport:dev) with CONTAINER_TOOL (default docker).
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
