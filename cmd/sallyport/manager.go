@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/sallyport/sallyport/internal/certs"
 	"github.com/sallyport/sallyport/internal/decisionlog"
 	"github.com/sallyport/sallyport/internal/manager"
 	"github.com/sallyport/sallyport/internal/version"
@@ -45,6 +46,14 @@ func runManager(args []string) int {
 	decisionLogMode := fs.String("decision-log-mode", "block", `What a full decision log queue does: "block" waits (no line is lost), "drop" drops and counts in sallyport_decision_log_dropped_total.`)
 	fs.DurationVar(&o.TokenReviewCacheTTL, "token-review-cache-ttl", 10*time.Second, "Upper bound of how long a credential review is reused; never past the token's expiry.")
 	fs.StringVar(&apiAudiences, "api-audiences", "", "Comma-separated audiences the API server accepts (its --api-audiences), refused as ConnectionPolicy audiences. The issuer it advertises and the well-known kubernetes.default.svc names are refused anyway.")
+	fs.StringVar(&o.Certs.Management, "cert-management", manager.CertManagementSelf, `Where the webhook and decision certificates come from: "self" makes a CA and serving certificate, keeps them in a Secret, rotates them, injects the CA into the webhook configurations and publishes it in the ConfigMap sallyport-ca; "external" reads them from --webhook-cert-path and --decision-cert-path (cert-manager, say).`)
+	fs.StringVar(&o.Certs.Namespace, "cert-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the certificate Secret, the ConfigMap sallyport-ca and the Services (self only). Default: $POD_NAMESPACE.")
+	fs.StringVar(&o.Certs.SecretName, "cert-secret-name", "sallyport-certs", "Secret holding the self-managed CA and serving certificate.")
+	fs.StringVar(&o.Certs.WebhookServiceName, "webhook-service-name", "sallyport-webhook-service", "Service of the admission webhooks; the serving certificate covers its DNS names (self only).")
+	fs.StringVar(&o.Certs.DecisionServiceName, "decision-service-name", "sallyport-decision-service", "Service of the decision API and ext_authz; the serving certificate covers its DNS names (self only).")
+	certExtraNames := fs.String("cert-extra-names", "", "Comma-separated extra DNS names or IP addresses for the serving certificate (self only).")
+	fs.StringVar(&o.Certs.ValidatingWebhookConfigurationName, "validating-webhook-configuration-name", "sallyport-validating-webhook-configuration", `ValidatingWebhookConfiguration that gets the CA bundle (self only); "" skips it.`)
+	fs.StringVar(&o.Certs.MutatingWebhookConfigurationName, "mutating-webhook-configuration-name", "sallyport-mutating-webhook-configuration", `MutatingWebhookConfiguration that gets the CA bundle (self only); "" skips it.`)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +72,13 @@ func runManager(args []string) int {
 		return 2
 	}
 	o.DecisionLogMode = mode
+	switch o.Certs.Management {
+	case manager.CertManagementSelf, manager.CertManagementExternal:
+	default:
+		fmt.Fprintf(os.Stderr, "sallyport manager: --cert-management must be %q or %q\n", manager.CertManagementSelf, manager.CertManagementExternal)
+		return 2
+	}
+	o.Certs.ExtraNames = certs.SplitNames(*certExtraNames)
 	if o.TokenReviewCacheTTL <= 0 {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --token-review-cache-ttl must be positive")
 		return 2

@@ -96,6 +96,9 @@ func run() error {
 		"--webhook-host", wh.LocalServingHost,
 		"--webhook-port", strconv.Itoa(wh.LocalServingPort),
 		"--webhook-cert-path", wh.LocalServingCertDir,
+		// envtest made the certificate and put its CA in the webhook
+		// configurations.
+		"--cert-management=external",
 		"--health-probe-bind-address", *probeAddr,
 		"--metrics-bind-address", *metricsAddr,
 		"--decision-bind-address", *decisionAddr,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/controllers"
+	"github.com/sallyport/sallyport/internal/certs"
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
@@ -85,6 +87,38 @@ type Options struct {
 	// Tokens tunes Secret-mode token issuance; tests shorten its overlap and
 	// wrap its TokenRequest client.
 	Tokens controllers.TokenOptions
+
+	// Certs says where the webhook and decision certificates come from.
+	Certs CertOptions
+}
+
+// Certificate management modes.
+const (
+	CertManagementSelf     = "self"
+	CertManagementExternal = "external"
+)
+
+// CertOptions configure the operator's own certificates.
+type CertOptions struct {
+	// Management is CertManagementSelf (the operator makes, rotates and
+	// publishes them) or CertManagementExternal (they are in the cert
+	// directories, from cert-manager say); empty means external.
+	Management string
+	// Namespace holds the Secret and the ConfigMap sallyport-ca.
+	Namespace string
+	// SecretName defaults to certs.DefaultSecretName.
+	SecretName string
+	// WebhookServiceName and DecisionServiceName are the Services whose DNS
+	// names the serving certificate covers (in Namespace).
+	WebhookServiceName  string
+	DecisionServiceName string
+	// ExtraNames are more DNS names or IP addresses for it.
+	ExtraNames []string
+	// The webhook configurations that get the CA bundle; empty skips one.
+	ValidatingWebhookConfigurationName string
+	MutatingWebhookConfigurationName   string
+	// CheckInterval and SyncInterval: see certs.Config.
+	CheckInterval, SyncInterval time.Duration
 }
 
 // Scheme returns the scheme the manager's clients use.
@@ -115,6 +149,8 @@ type Operator struct {
 	opts      Options
 	// closeLog flushes the decision log once the servers have stopped.
 	closeLog func() error
+	// certs are the self-managed certificates, nil when external.
+	certs *certs.Manager
 }
 
 // Run runs the manager until ctx ends.
@@ -129,6 +165,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) erro
 // Start runs the manager until ctx ends.
 func (op *Operator) Start(ctx context.Context) error {
 	op.log.Info("Starting manager", "leaderElection", op.opts.LeaderElect, "webhooks", op.opts.EnableWebhooks)
+	if op.certs != nil {
+		// The servers read their certificate when they start: write it
+		// first.
+		if err := op.certs.Bootstrap(ctx); err != nil {
+			return err
+		}
+	}
 	err := op.Manager.Start(ctx)
 	// The manager returns once every runnable, the decision servers among
 	// them, has stopped: no decision is still being logged.
@@ -182,6 +225,10 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if o.ReplicaOfAnother {
 		mgrOpts.Controller.SkipNameValidation = ptr.To(true)
 	}
+	certCfg, err := selfCerts(&o)
+	if err != nil {
+		return nil, err
+	}
 	if o.EnableWebhooks {
 		mgrOpts.WebhookServer = webhook.NewServer(webhook.Options{
 			Host:    o.WebhookHost,
@@ -221,6 +268,19 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	}
 
 	op := &Operator{Manager: mgr, Store: st, log: log, opts: o}
+	if certCfg != nil {
+		cm, err := certs.New(*certCfg, mgr.GetClient(), mgr.GetAPIReader(), log.WithName("certs"))
+		if err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(cm.Rotator()); err != nil {
+			return nil, fmt.Errorf("add the certificate rotator: %w", err)
+		}
+		if err := mgr.Add(cm.Syncer()); err != nil {
+			return nil, fmt.Errorf("add the certificate syncer: %w", err)
+		}
+		op.certs = cm
+	}
 	if err := op.addDecisionServers(cfg, st, log); err != nil {
 		return nil, err
 	}
@@ -292,6 +352,54 @@ func (op *Operator) addDecisionServers(cfg *rest.Config, st *store.Store, log lo
 		}
 	}
 	return nil
+}
+
+// selfCerts returns the configuration of self-managed certificates, nil when
+// they are external or no server needs one, and defaults the certificate
+// directories they are written to.
+func selfCerts(o *Options) (*certs.Config, error) {
+	c := o.Certs
+	switch c.Management {
+	case "", CertManagementExternal:
+		return nil, nil
+	case CertManagementSelf:
+	default:
+		return nil, fmt.Errorf("unknown certificate management %q (want %q or %q)", c.Management, CertManagementSelf, CertManagementExternal)
+	}
+	cfg := &certs.Config{
+		Namespace:     c.Namespace,
+		SecretName:    c.SecretName,
+		CheckInterval: c.CheckInterval,
+		SyncInterval:  c.SyncInterval,
+	}
+	if o.EnableWebhooks {
+		if o.WebhookCertPath == "" {
+			// controller-runtime's default.
+			o.WebhookCertPath = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+		}
+		cfg.CertDirs = append(cfg.CertDirs, o.WebhookCertPath)
+		if c.WebhookServiceName != "" {
+			cfg.Names = append(cfg.Names, certs.ServiceNames(c.WebhookServiceName, c.Namespace)...)
+		}
+		cfg.ValidatingWebhookConfiguration = c.ValidatingWebhookConfigurationName
+		cfg.MutatingWebhookConfiguration = c.MutatingWebhookConfigurationName
+	}
+	if (enabled(o.DecisionBindAddress) || enabled(o.GRPCBindAddress)) && !o.DecisionInsecure {
+		if o.DecisionCertPath == "" {
+			o.DecisionCertPath = filepath.Join(os.TempDir(), "sallyport", "decision-certs")
+		}
+		if o.DecisionCertPath != o.WebhookCertPath || !o.EnableWebhooks {
+			cfg.CertDirs = append(cfg.CertDirs, o.DecisionCertPath)
+		}
+		if c.DecisionServiceName != "" {
+			cfg.Names = append(cfg.Names, certs.ServiceNames(c.DecisionServiceName, c.Namespace)...)
+		}
+	}
+	if len(cfg.CertDirs) == 0 {
+		return nil, nil
+	}
+	cfg.Names = append(cfg.Names, c.ExtraNames...)
+	return cfg, nil
 }
 
 func enabled(addr string) bool { return addr != "" && addr != "0" }

@@ -15,7 +15,8 @@ import (
 // StartOperator runs sallyport's manager in this process against the control
 // plane, serving the control plane's webhooks when o.EnableWebhooks is set,
 // and returns once its first snapshot is built (and its webhook server
-// started). Metrics and probes are off unless o sets them. stop cancels the
+// started). With o.Certs.Management set to self, the operator's own
+// certificates replace envtest's. Metrics and probes are off unless o sets them. stop cancels the
 // manager and waits for it to return.
 func (e *Env) StartOperator(o manager.Options) (op *manager.Operator, stop func(), err error) {
 	if o.MetricsBindAddress == "" {
@@ -29,7 +30,12 @@ func (e *Env) StartOperator(o manager.Options) (op *manager.Operator, stop func(
 		if wh.LocalServingPort == 0 {
 			return nil, nil, errors.New("webhooks enabled but the control plane has none installed")
 		}
-		o.WebhookHost, o.WebhookPort, o.WebhookCertPath = wh.LocalServingHost, wh.LocalServingPort, wh.LocalServingCertDir
+		o.WebhookHost, o.WebhookPort = wh.LocalServingHost, wh.LocalServingPort
+		// With self-managed certificates the operator writes its own (to
+		// o.WebhookCertPath) and injects its CA over envtest's.
+		if o.Certs.Management != manager.CertManagementSelf {
+			o.WebhookCertPath = wh.LocalServingCertDir
+		}
 	}
 	log := zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true))
 	ctx, cancel := context.WithCancel(context.Background())
