@@ -1,13 +1,13 @@
 package webhook
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/sallyport/sallyport/internal/decision"
 )
@@ -15,22 +15,6 @@ import (
 // jsonContentType is shared by every answer rather than allocated per
 // request; net/http only reads it.
 var jsonContentType = []string{"application/json"}
-
-// decideRequest is the body of POST /v1/decide.
-type decideRequest struct {
-	Credential *struct {
-		Token string `json:"token"`
-	} `json:"credential"`
-	Resource struct {
-		Namespace string `json:"namespace"`
-		Service   string `json:"service"`
-		Host      string `json:"host"`
-		Name      string `json:"name"`
-	} `json:"resource"`
-	Action     string            `json:"action"`
-	Scopes     []string          `json:"scopes"`
-	Attributes map[string]string `json:"attributes"`
-}
 
 // badRequest is a malformed request: the field and what is wrong with it.
 type badRequest struct {
@@ -55,7 +39,12 @@ func (s *DecisionServer) serveDecide(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("Content-Type %q: must be application/json", ct))
 		return
 	}
-	req, err := decodeDecideRequest(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	hint := r.ContentLength
+	if hint > s.opts.MaxBodyBytes {
+		// MaxBytesReader answers it with 413 after reading the limit.
+		hint = s.opts.MaxBodyBytes
+	}
+	req, err := decodeDecideRequest(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes), hint)
 	if err != nil {
 		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("body: larger than %d bytes", mbe.Limit))
@@ -80,81 +69,61 @@ func (s *DecisionServer) serveDecide(w http.ResponseWriter, r *http.Request) {
 }
 
 // decodeDecideRequest reads and validates one request. Every error names the
-// offending field; nothing is decided on a request that fails.
-func decodeDecideRequest(body io.Reader) (*decision.Request, error) {
-	raw, err := io.ReadAll(body)
+// offending field; nothing is decided on a request that fails. sizeHint is
+// the Content-Length when known (0 or -1 otherwise), already bounded by the
+// caller's body limit: the body is read in one buffer of that size.
+func decodeDecideRequest(body io.Reader, sizeHint int64) (*decision.Request, error) {
+	raw, err := readBody(body, sizeHint)
 	if err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	var in decideRequest
-	if err := dec.Decode(&in); err != nil {
-		return nil, jsonError(err)
-	}
-	if dec.More() {
-		return nil, &badRequest{Field: "body", Msg: "more than one JSON value"}
-	}
-	req := &decision.Request{
-		Target: decision.Target{
-			Namespace: in.Resource.Namespace, Service: in.Resource.Service,
-			Host: in.Resource.Host, Name: in.Resource.Name,
-		},
-		Action:     in.Action,
-		Scopes:     in.Scopes,
-		Attributes: in.Attributes,
-	}
-	if in.Credential != nil {
-		req.Token = in.Credential.Token
-	}
-	if err := decision.Validate(req); err != nil {
-		return nil, err
-	}
-	return req, nil
+	return parseDecideRequest(raw)
 }
 
-// jsonError names the field a decoding error is about.
-func jsonError(err error) error {
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		field := te.Field
-		if field == "" {
-			field = "body"
-		}
-		return &badRequest{Field: field, Msg: fmt.Sprintf("must be %s, not %s", jsonType(te.Type.Kind().String()), te.Value)}
-	}
-	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return &badRequest{Field: "body", Msg: fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se)}
-	}
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return err
-	}
-	if errors.Is(err, io.EOF) {
-		return &badRequest{Field: "body", Msg: "empty; a JSON object is required"}
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return &badRequest{Field: "body", Msg: "truncated JSON"}
-	}
-	msg := err.Error()
-	// encoding/json reports unknown fields as `json: unknown field "x"`.
-	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		if name := strings.Trim(f, `"`); name != "" {
-			return &badRequest{Field: name, Msg: "unknown field"}
-		}
-		return &badRequest{Field: "body", Msg: `unknown field ""`}
-	}
-	return &badRequest{Field: "body", Msg: strings.TrimPrefix(msg, "json: ")}
-}
+// bodyPool holds read buffers for request bodies. The parser works on one
+// string copy of the body (its fields are substrings of it), so the buffer
+// goes back to the pool as soon as the body is read.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-func jsonType(kind string) string {
-	switch kind {
-	case "string":
-		return "a string"
-	case "slice":
-		return "a list"
-	case "map", "struct", "ptr":
-		return "an object"
+// maxPooledBody keeps buffers of unusually large bodies out of the pool.
+const maxPooledBody = DefaultMaxBodyBytes + 1
+
+// readBody reads all of r and returns it as a string. Unlike io.ReadAll it
+// does not grow a buffer from 512 bytes: a pooled buffer is sized from
+// sizeHint up front. Errors of r, such as *http.MaxBytesError, are returned
+// as they are.
+func readBody(r io.Reader, sizeHint int64) (string, error) {
+	bp, ok := bodyPool.Get().(*[]byte)
+	if !ok {
+		bp = new([]byte)
 	}
-	return kind
+	defer func() {
+		if cap(*bp) <= maxPooledBody {
+			bodyPool.Put(bp)
+		}
+	}()
+	buf := (*bp)[:0]
+	// One byte more than the hint, so the read that reports EOF finds
+	// room and needs no growth.
+	if want := int(sizeHint) + 1; sizeHint > 0 && cap(buf) < want {
+		buf = make([]byte, 0, want)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = buf
+			return "", err
+		}
+	}
+	*bp = buf
+	return string(buf), nil
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {

@@ -27,7 +27,7 @@ func FuzzDecodeDecideRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeDecideRequest(strings.NewReader(string(body)))
+		req, err := decodeDecideRequest(strings.NewReader(string(body)), 0)
 		if err != nil {
 			var br *badRequest
 			var fe *decision.FieldError

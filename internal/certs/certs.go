@@ -140,7 +140,7 @@ func (m *Manager) Bootstrap(ctx context.Context) error {
 		m.log.Info("Waiting for the certificate Secret", "secret", m.key().String(), "error", err.Error())
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("bootstrap certificates: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("bootstrap certificates: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 10*time.Second)
@@ -331,8 +331,11 @@ type loop struct {
 	leader bool
 }
 
+// NeedLeaderElection implements manager.LeaderElectionRunnable: rotation
+// runs on the leader, following the Secret on every replica.
 func (l *loop) NeedLeaderElection() bool { return l.leader }
 
+// Start implements manager.Runnable.
 func (l *loop) Start(ctx context.Context) error {
 	m := l.m
 	interval := m.cfg.SyncInterval
