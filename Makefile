@@ -57,6 +57,10 @@ vet: ## Run go vet.
 lint: ## Run golangci-lint (built from hack/lint).
 	$(GOLANGCI_LINT) run ./...
 
+.PHONY: chart-check
+chart-check: ## Lint and render the Helm chart with Helm v4 (built from hack/helm); check CRDs and RBAC.
+	hack/chart-check.sh
+
 .PHONY: verify
 verify: ## Fail when generated code, manifests or formatting are out of date.
 	hack/verify.sh

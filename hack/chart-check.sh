@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Lints and renders the Helm chart with Helm v4 (built from hack/helm as a Go
+# tool, nothing downloaded from elsewhere): `helm lint --strict`, `helm
+# template` with the defaults and with non-default values, and checks on what
+# renders: its CRDs equal config/crd/bases, and no RBAC rule uses a wildcard.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+helm() { go tool -modfile=hack/helm/go.mod helm "$@"; }
+chart=charts/sallyport
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "chart-check: helm lint --strict"
+helm lint --strict "$chart"
+helm lint --strict "$chart" --set replicaCount=3,leaderElection=true,metrics.secure=false,tokenIssuer.create=false,rbac.create=true
+
+echo "chart-check: helm template (defaults, and non-default values)"
+helm template sallyport "$chart" --namespace sallyport-system --include-crds >"$tmp/default.yaml"
+helm template sp "$chart" --namespace ops \
+	--set replicaCount=1,fullnameOverride=gate,tokenIssuer.create=false,podDisruptionBudget.enabled=false \
+	--set 'extraArgs={--zap-log-level=debug}' >"$tmp/custom.yaml"
+grep -q 'name: gate' "$tmp/custom.yaml" || { echo "chart-check: fullnameOverride did not apply" >&2; exit 1; }
+grep -q -- '--zap-log-level=debug' "$tmp/custom.yaml" || { echo "chart-check: extraArgs did not apply" >&2; exit 1; }
+
+echo "chart-check: the chart's CRDs equal config/crd/bases"
+for f in config/crd/bases/*.yaml; do
+	cmp -s "$f" "$chart/crds/$(basename "$f")" || { echo "chart-check: $chart/crds/$(basename "$f") differs from $f (run make manifests)" >&2; exit 1; }
+done
+if [[ $(find "$chart/crds" -name '*.yaml' | wc -l) -ne $(find config/crd/bases -name '*.yaml' | wc -l) ]]; then
+	echo "chart-check: $chart/crds holds other files than config/crd/bases" >&2
+	exit 1
+fi
+
+echo "chart-check: no wildcard in RBAC"
+# Only Roles and ClusterRoles: a ValidatingAdmissionPolicy's apiVersions
+# ["*"] means every version of one group, which is intended.
+for f in "$tmp/default.yaml" config/rbac/*.yaml; do
+	if awk '/^---/ { role = 0 } /^kind: (Cluster)?Role$/ { role = 1 } role && (/^[[:space:]]*-[[:space:]]*"?\*"?[[:space:]]*$/ || /\[[^]]*"\*"/) { print FILENAME ":" FNR ": " $0; found = 1 } END { exit !found }' "$f"; then
+		echo "chart-check: wildcard in a Role or ClusterRole in $f" >&2
+		exit 1
+	fi
+done
+echo "chart-check: OK"
