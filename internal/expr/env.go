@@ -94,6 +94,7 @@ var envs = sync.OnceValues(func() ([2]*cel.Env, error) {
 			reflect.TypeFor[Resource](),
 			ext.ParseStructTags(true),
 		),
+		fastFields(),
 		cel.Variable(VarConnection, connectionType),
 		cel.Variable(VarRequest, requestType),
 	)...)
