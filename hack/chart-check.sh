@@ -23,6 +23,14 @@ helm template sp "$chart" --namespace ops \
 grep -q 'name: gate' "$tmp/custom.yaml" || { echo "chart-check: fullnameOverride did not apply" >&2; exit 1; }
 grep -q -- '--zap-log-level=debug' "$tmp/custom.yaml" || { echo "chart-check: extraArgs did not apply" >&2; exit 1; }
 
+echo "chart-check: the values schema refuses bad values"
+for bad in webhooks.policyFailurePolicy=Sometimes replicaCount=0 ports.decision=70000 unknownKey=1; do
+	if helm template sallyport "$chart" --set "$bad" >/dev/null 2>&1; then
+		echo "chart-check: --set $bad rendered; values.schema.json should refuse it" >&2
+		exit 1
+	fi
+done
+
 echo "chart-check: the chart's CRDs equal config/crd/bases"
 for f in config/crd/bases/*.yaml; do
 	cmp -s "$f" "$chart/crds/$(basename "$f")" || { echo "chart-check: $chart/crds/$(basename "$f") differs from $f (run make manifests)" >&2; exit 1; }
