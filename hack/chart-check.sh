@@ -19,9 +19,15 @@ echo "chart-check: helm template (defaults, and non-default values)"
 helm template sallyport "$chart" --namespace sallyport-system --include-crds >"$tmp/default.yaml"
 helm template sp "$chart" --namespace ops \
 	--set replicaCount=1,fullnameOverride=gate,tokenIssuer.create=false,podDisruptionBudget.enabled=false \
+	--set serviceMonitor.enabled=true,networkPolicy.enabled=true,webhooks.policyFailurePolicy=Ignore \
 	--set 'extraArgs={--zap-log-level=debug}' >"$tmp/custom.yaml"
 grep -q 'name: gate' "$tmp/custom.yaml" || { echo "chart-check: fullnameOverride did not apply" >&2; exit 1; }
 grep -q -- '--zap-log-level=debug' "$tmp/custom.yaml" || { echo "chart-check: extraArgs did not apply" >&2; exit 1; }
+for kind in ServiceMonitor NetworkPolicy; do
+	grep -q "^kind: $kind\$" "$tmp/custom.yaml" || { echo "chart-check: $kind not rendered when enabled" >&2; exit 1; }
+	if grep -q "^kind: $kind\$" "$tmp/default.yaml"; then echo "chart-check: $kind rendered by default" >&2; exit 1; fi
+done
+grep -q 'failurePolicy: Ignore' "$tmp/custom.yaml" || { echo "chart-check: webhooks.policyFailurePolicy did not apply" >&2; exit 1; }
 
 echo "chart-check: the values schema refuses bad values"
 for bad in webhooks.policyFailurePolicy=Sometimes replicaCount=0 ports.decision=70000 unknownKey=1; do
