@@ -87,6 +87,16 @@ build: ## Build bin/sallyport.
 run: build ## Run the manager: against $KUBECONFIG when set, else on an embedded local control plane.
 	hack/run.sh $(ARGS)
 
+##@ Deployment
+
+.PHONY: install
+install: ## Install the CRDs into the cluster of $KUBECONFIG.
+	kubectl apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs (and with them every policy) from the cluster of $KUBECONFIG.
+	kubectl delete --ignore-not-found -k config/crd
+
 .PHONY: demo
 demo: ## Walk through the two gates on an embedded local control plane: policies, tokens, decisions, decision log.
 	hack/demo.sh
