@@ -87,6 +87,14 @@ build: ## Build bin/sallyport.
 run: build ## Run the manager: against $KUBECONFIG when set, else on an embedded local control plane.
 	hack/run.sh $(ARGS)
 
+.PHONY: demo
+demo: ## Walk through the two gates on an embedded local control plane: policies, tokens, decisions, decision log.
+	hack/demo.sh
+
+.PHONY: docker-build
+docker-build: ## Build the container image IMG (default sallyport:dev) with CONTAINER_TOOL (default docker).
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
 ##@ Deployment
 
 .PHONY: install
@@ -96,11 +104,3 @@ install: ## Install the CRDs into the cluster of $KUBECONFIG.
 .PHONY: uninstall
 uninstall: ## Remove the CRDs (and with them every policy) from the cluster of $KUBECONFIG.
 	kubectl delete --ignore-not-found -k config/crd
-
-.PHONY: demo
-demo: ## Walk through the two gates on an embedded local control plane: policies, tokens, decisions, decision log.
-	hack/demo.sh
-
-.PHONY: docker-build
-docker-build: ## Build the container image IMG (default sallyport:dev) with CONTAINER_TOOL (default docker).
-	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
