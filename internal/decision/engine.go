@@ -243,7 +243,12 @@ func noTargetMessage(t *Target, host string) string {
 	return fmt.Sprintf("no ResourcePolicy holds host %q", host)
 }
 
-func policyName(m *policy.Meta) string { return m.Ref.Namespace + "/" + m.Ref.Name }
+func policyName(m *policy.Meta) string {
+	if m.Name != "" {
+		return m.Name
+	}
+	return m.Ref.Namespace + "/" + m.Ref.Name
+}
 
 // setRequest fills the request variable.
 func (st *evalState) setRequest(req *Request, now time.Time) {

@@ -116,6 +116,7 @@ func meta(obj metav1.Object, enforcement v1alpha1.Enforcement) Meta {
 	}
 	return Meta{
 		Ref:         types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()},
+		Name:        obj.GetNamespace() + "/" + obj.GetName(),
 		UID:         obj.GetUID(),
 		Generation:  obj.GetGeneration(),
 		Created:     obj.GetCreationTimestamp().Time,

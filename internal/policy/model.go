@@ -63,6 +63,9 @@ func (l Level) String() string {
 type Meta struct {
 	// Ref is the policy's namespace and name.
 	Ref types.NamespacedName
+	// Name is Ref as "<namespace>/<name>", made once at compile time so
+	// that decisions, which name their policies, do not build it.
+	Name string
 	// UID tells a recreated policy from the one it replaced.
 	UID types.UID
 	// Generation is the compiled generation.
