@@ -16,6 +16,8 @@ COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 COPY webhook/ webhook/
+# The CRDs are embedded (config/crd/embed.go) for validating policy files offline.
+COPY config/crd/ config/crd/
 
 # The same build as `make build`.
 RUN CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
