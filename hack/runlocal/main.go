@@ -115,21 +115,23 @@ func run() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the manager exits, with its error in exitErr;
+	// a closed channel tells every waiter, not just the first.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	// stopManager asks the manager to shut down gracefully, then insists.
 	stopManager := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		var err error
 		select {
-		case err = <-exited:
+		case <-exited:
 		case <-time.After(40 * time.Second):
 			_ = cmd.Process.Kill()
-			err = <-exited
+			<-exited
 			fmt.Fprintln(os.Stderr, "run: the manager did not stop within 40s of SIGTERM; killed it")
 		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "run: the manager exited: %v\n", err)
+		if exitErr != nil {
+			fmt.Fprintf(os.Stderr, "run: the manager exited: %v\n", exitErr)
 		}
 	}
 
@@ -170,8 +172,8 @@ Press Ctrl-C to stop everything.
 		fmt.Println("Stopping")
 		stopManager()
 		return nil
-	case err := <-exited:
-		return fmt.Errorf("the manager exited: %w", err)
+	case <-exited:
+		return fmt.Errorf("the manager exited: %w", exitErr)
 	}
 }
 
@@ -197,7 +199,7 @@ func writeKubeconfig(env *envtest.Environment, path string) error {
 
 // waitReady polls the manager's readiness endpoint until it answers 200, the
 // manager exits, or ctx ends.
-func waitReady(ctx context.Context, url string, exited <-chan error) error {
+func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -211,8 +213,8 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 			}
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("the manager exited before it was ready: %w", err)
+		case <-exited:
+			return errors.New("the manager exited before it was ready; its log above says why")
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("the manager was not ready at %s within 2 minutes", url)

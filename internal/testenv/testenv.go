@@ -5,9 +5,12 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -111,12 +114,19 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 }
 
 // FreeLoopbackAddr returns a loopback address with a port that was free a
-// moment ago, for a server a test starts.
+// moment ago, for a server a test starts. The port is drawn below the
+// kernel's ephemeral range (32768 and up on Linux), from which the API
+// server, etcd and every outgoing connection take theirs, so none of them
+// can take it between now and the test's server binding it.
 func FreeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000) //nolint:gosec // a test port, not a secret
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		return addr, l.Close()
 	}
-	addr := l.Addr().String()
-	return addr, l.Close()
+	return "", errors.New("find a free port: none free among 100 tries in 20000-31999")
 }

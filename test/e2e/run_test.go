@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sallyport/sallyport/internal/controlplane"
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // TestLocalRun starts the local control plane as `make run` does, checks
@@ -237,12 +238,11 @@ func goBuild(t *testing.T, root, out, pkg string) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
+	return addr
 }
 
 // apiServer returns host:port of the kubeconfig's server.
