@@ -109,9 +109,11 @@ func (s *DecisionServer) Start(ctx context.Context) error {
 // decide asks the decider, logs the decision and returns it.
 func (s *DecisionServer) decide(ctx context.Context, req *decision.Request, start time.Time, endpoint string) *decision.Decision {
 	d := s.decider.Decide(ctx, req)
-	observeDecision(d, endpoint, s.now().Sub(start))
+	// One clock read: the metric and the log line report the same latency.
+	latency := s.now().Sub(start)
+	observeDecision(d, endpoint, latency)
 	if err := s.log.Log(&decisionlog.Entry{
-		Decision: d, Request: req, Latency: s.now().Sub(start),
+		Decision: d, Request: req, Latency: latency,
 		Enforcement: "Enforce", Endpoint: endpoint,
 	}); err != nil {
 		s.logger.Error(err, "Could not log a decision", "decisionID", d.ID)

@@ -246,9 +246,7 @@ func (m *Manager) publish(ctx context.Context) error {
 		errs = append(errs, m.inject(ctx, n, &wc, func() bool {
 			changed := false
 			for i := range wc.Webhooks {
-				if !bytes.Equal(wc.Webhooks[i].ClientConfig.CABundle, bundle) {
-					wc.Webhooks[i].ClientConfig.CABundle, changed = bundle, true
-				}
+				changed = setCABundle(&wc.Webhooks[i].ClientConfig, bundle) || changed
 			}
 			return changed
 		}))
@@ -258,15 +256,22 @@ func (m *Manager) publish(ctx context.Context) error {
 		errs = append(errs, m.inject(ctx, n, &wc, func() bool {
 			changed := false
 			for i := range wc.Webhooks {
-				if !bytes.Equal(wc.Webhooks[i].ClientConfig.CABundle, bundle) {
-					wc.Webhooks[i].ClientConfig.CABundle, changed = bundle, true
-				}
+				changed = setCABundle(&wc.Webhooks[i].ClientConfig, bundle) || changed
 			}
 			return changed
 		}))
 	}
 	errs = append(errs, m.publishConfigMap(ctx, string(bundle)))
 	return errors.Join(errs...)
+}
+
+// setCABundle sets one webhook's CA bundle and says whether it changed.
+func setCABundle(c *admissionregistrationv1.WebhookClientConfig, bundle []byte) bool {
+	if bytes.Equal(c.CABundle, bundle) {
+		return false
+	}
+	c.CABundle = bundle
+	return true
 }
 
 func (m *Manager) inject(ctx context.Context, name string, obj client.Object, set func() bool) error {

@@ -48,6 +48,10 @@ type KeySource interface {
 // lets every ServiceAccount read both (ClusterRole
 // system:service-account-issuer-discovery).
 func NewAPIServerKeySource(cfg *rest.Config) (KeySource, error) {
+	return newAPIServerKeySource(cfg)
+}
+
+func newAPIServerKeySource(cfg *rest.Config) (*apiServerKeySource, error) {
 	cfg = rest.CopyConfig(cfg)
 	// sallyport rate-limits its own calls; client-go's default of 5 QPS
 	// would only delay a key refresh behind unrelated requests.
@@ -65,24 +69,44 @@ type apiServerKeySource struct {
 
 // FetchKeys implements KeySource.
 func (s *apiServerKeySource) FetchKeys(ctx context.Context) (string, []byte, error) {
-	doc, err := s.get(ctx, OpenIDConfigPath, "application/json")
+	issuer, err := s.issuer(ctx)
 	if err != nil {
 		return "", nil, err
-	}
-	var cfg struct {
-		Issuer string `json:"issuer"`
-	}
-	if err := json.Unmarshal(doc, &cfg); err != nil {
-		return "", nil, fmt.Errorf("decode %s: %w", OpenIDConfigPath, err)
-	}
-	if cfg.Issuer == "" {
-		return "", nil, fmt.Errorf("%s names no issuer", OpenIDConfigPath)
 	}
 	jwks, err := s.get(ctx, JWKSPath, "application/jwk-set+json, application/json")
 	if err != nil {
 		return "", nil, err
 	}
-	return cfg.Issuer, jwks, nil
+	return issuer, jwks, nil
+}
+
+// issuer reads the issuer from the discovery document.
+func (s *apiServerKeySource) issuer(ctx context.Context) (string, error) {
+	doc, err := s.get(ctx, OpenIDConfigPath, "application/json")
+	if err != nil {
+		return "", err
+	}
+	var cfg struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(doc, &cfg); err != nil {
+		return "", fmt.Errorf("decode %s: %w", OpenIDConfigPath, err)
+	}
+	if cfg.Issuer == "" {
+		return "", fmt.Errorf("%s names no issuer", OpenIDConfigPath)
+	}
+	return cfg.Issuer, nil
+}
+
+// DiscoverIssuer returns the API server's service-account issuer, as its
+// discovery document names it. The API server accepts tokens for its issuer
+// by default, which is why policies may not claim it as an audience.
+func DiscoverIssuer(ctx context.Context, cfg *rest.Config) (string, error) {
+	src, err := newAPIServerKeySource(cfg)
+	if err != nil {
+		return "", err
+	}
+	return src.issuer(ctx)
 }
 
 func (s *apiServerKeySource) get(ctx context.Context, path, accept string) ([]byte, error) {

@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/expr"
 )
 
-// maxTokenLength bounds a presented token. Service-account tokens are about
-// 1 KiB; the bound keeps the unverified parse cheap whatever a caller sends.
-const maxTokenLength = 16 << 10
+// maxTokenLength bounds a presented token: the authenticator's bound, so a
+// token the engine reads the audience of is one it would also verify.
+const maxTokenLength = credential.MaxTokenSize
 
 // errNotJWT is wrapped by every error of peekAudience: the token is not a
 // JWT with exactly one audience. None of them contains the token.

@@ -6,7 +6,6 @@ package manager
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -192,10 +190,13 @@ func (op *Operator) Start(ctx context.Context) error {
 func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Operator, error) {
 	ctrl.SetLogger(log)
 	apiAudiences := append([]string(nil), o.APIAudiences...)
-	if issuer, err := discoverIssuer(ctx, cfg); err != nil {
+	discoverCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	issuer, err := credential.DiscoverIssuer(discoverCtx, cfg)
+	cancel()
+	if err != nil {
 		// The well-known audiences and --api-audiences are still refused.
 		log.Info("Could not discover the service account issuer; refusing only the well-known and configured API audiences", "error", err.Error())
-	} else if issuer != "" {
+	} else {
 		log.Info("Discovered the service account issuer", "issuer", issuer)
 		apiAudiences = append(apiAudiences, issuer)
 	}
@@ -415,27 +416,4 @@ func openDecisionLog(path string) (io.Writer, func() error, error) {
 		return nil, nil, fmt.Errorf("open the decision log %s: %w", path, err)
 	}
 	return f, f.Close, nil
-}
-
-// discoverIssuer reads the service account issuer from the API server's
-// OpenID discovery document. The API server accepts tokens for its issuer by
-// default, so a ConnectionPolicy must not claim it as an audience.
-func discoverIssuer(ctx context.Context, cfg *rest.Config) (string, error) {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return "", fmt.Errorf("create client: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
-	if err != nil {
-		return "", fmt.Errorf("get /.well-known/openid-configuration: %w", err)
-	}
-	var doc struct {
-		Issuer string `json:"issuer"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return "", fmt.Errorf("decode /.well-known/openid-configuration: %w", err)
-	}
-	return doc.Issuer, nil
 }
