@@ -19,9 +19,9 @@ func TestDecisionAPIWithoutCertificateIsRefused(t *testing.T) {
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 		// Each test builds a manager in this one process.
-		ReplicaOfAnother: true,
-		DecisionBindAddress:    "127.0.0.1:0",
-		Certs:                  CertOptions{Management: CertManagementExternal},
+		ReplicaOfAnother:    true,
+		DecisionBindAddress: "127.0.0.1:0",
+		Certs:               CertOptions{Management: CertManagementExternal},
 	}, logr.Discard())
 	if err == nil || !strings.Contains(err.Error(), "--decision-cert-path") || !strings.Contains(err.Error(), "--decision-insecure") {
 		t.Fatalf("New = %v, want an error naming --decision-cert-path and --decision-insecure", err)
@@ -35,8 +35,8 @@ func TestUnknownCertManagementIsRefused(t *testing.T) {
 		HealthProbeBindAddress: "0",
 		// Each test builds a manager in this one process.
 		ReplicaOfAnother: true,
-		EnableWebhooks:         true,
-		Certs:                  CertOptions{Management: "vault"},
+		EnableWebhooks:   true,
+		Certs:            CertOptions{Management: "vault"},
 	}, logr.Discard())
 	if err == nil || !strings.Contains(err.Error(), `unknown certificate management "vault"`) {
 		t.Fatalf("New = %v, want an error naming the mode", err)
@@ -49,10 +49,10 @@ func TestUnwritableDecisionLogIsRefused(t *testing.T) {
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 		// Each test builds a manager in this one process.
-		ReplicaOfAnother: true,
-		DecisionBindAddress:    "127.0.0.1:0",
-		DecisionInsecure:       true,
-		DecisionLog:            t.TempDir() + "/missing/decisions.log",
+		ReplicaOfAnother:    true,
+		DecisionBindAddress: "127.0.0.1:0",
+		DecisionInsecure:    true,
+		DecisionLog:         t.TempDir() + "/missing/decisions.log",
 	}, logr.Discard())
 	if err == nil || !strings.Contains(err.Error(), "open the decision log") {
 		t.Fatalf("New = %v, want an error about the decision log", err)
