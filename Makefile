@@ -14,12 +14,16 @@ TEST_TIMEOUT ?= 30m
 
 CONTROLLER_GEN := go tool -modfile=hack/tools/go.mod controller-gen
 GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
+KUSTOMIZE := go tool -modfile=hack/kustomize/go.mod kustomize
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/sallyport/sallyport/internal/version.Version=$(VERSION)
 
-# The container image docker-build builds, and the tool that builds it.
+# The container image docker-build builds and deploy/build-installer name,
+# and the tool that builds it.
 IMG ?= sallyport:dev
+# Optional parts of config/ that deploy and build-installer include.
+COMPONENTS ?=
 CONTAINER_TOOL ?= docker
 
 .PHONY: all
@@ -39,7 +43,7 @@ generate: ## Generate deepcopy code for the API types.
 
 .PHONY: manifests
 manifests: ## Generate CRDs, RBAC and webhook configurations into config/ and the chart.
-	$(CONTROLLER_GEN) rbac:roleName=sallyport-manager crd webhook paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=manager crd webhook paths="./..." \
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
@@ -99,8 +103,23 @@ docker-build: ## Build the container image IMG (default sallyport:dev) with CONT
 
 .PHONY: install
 install: ## Install the CRDs into the cluster of $KUBECONFIG.
-	kubectl apply --server-side -k config/crd
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
 
 .PHONY: uninstall
 uninstall: ## Remove the CRDs (and with them every policy) from the cluster of $KUBECONFIG.
-	kubectl delete --ignore-not-found -k config/crd
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: ## Deploy config/default (image IMG, optional COMPONENTS="certmanager prometheus network-policy") to the cluster of $KUBECONFIG.
+	hack/render.sh --image $(IMG) $(addprefix --component ,$(COMPONENTS)) | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy applied (CRDs and policies included) from the cluster of $KUBECONFIG.
+	hack/render.sh --image $(IMG) $(addprefix --component ,$(COMPONENTS)) | kubectl delete --ignore-not-found -f -
+
+.PHONY: build-installer
+build-installer: ## Write dist/install.yaml: config/default in one file (image IMG, optional COMPONENTS).
+	mkdir -p dist
+	hack/render.sh --image $(IMG) $(addprefix --component ,$(COMPONENTS)) > dist/install.yaml.tmp
+	mv dist/install.yaml.tmp dist/install.yaml
+	@echo "Wrote dist/install.yaml (image $(IMG)); install with: kubectl apply --server-side -f dist/install.yaml"

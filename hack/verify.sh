@@ -37,7 +37,7 @@ fi
 
 # The main module and the tool modules under hack/ (tools, lint, envtest/*).
 modules=(.)
-for mod in hack/tools hack/lint hack/helm hack/envtest/*/; do
+for mod in hack/tools hack/lint hack/helm hack/kustomize hack/envtest/*/; do
 	mod="${mod%/}"
 	if [[ -f "${mod}/go.mod" ]]; then
 		modules+=("${mod}")

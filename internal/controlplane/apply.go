@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,18 +44,47 @@ func ApplyDir(ctx context.Context, c client.Client, dir string) ([]*unstructured
 		}
 		objs = append(objs, docs...)
 	}
+	if err := Apply(ctx, c, objs); err != nil {
+		return nil, err
+	}
+	return objs, nil
+}
+
+// Apply server-side applies objs in order, creating the namespaces they live
+// in first.
+func Apply(ctx context.Context, c client.Client, objs []*unstructured.Unstructured) error {
 	for _, o := range objs {
 		if ns := o.GetNamespace(); ns != "" {
 			if err := ensureNamespace(ctx, c, ns); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		o.SetManagedFields(nil)
 		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-			return nil, fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+			return fmt.Errorf("apply %s %s/%s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
 	}
-	return objs, nil
+	return nil
+}
+
+// Render renders config/default of the repository at root with
+// hack/render.sh (kustomize, built from hack/kustomize) and the optional
+// components named, and returns its objects in order. The manager's image is
+// left as config/manager names it.
+func Render(ctx context.Context, root string, components ...string) ([]*unstructured.Unstructured, error) {
+	args := []string{filepath.Join(root, "hack", "render.sh")}
+	for _, c := range components {
+		args = append(args, "--component", c)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("hack/render.sh %s: %w: %s", strings.Join(args[1:], " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return DecodeObjects("config/default", out)
 }
 
 func readObjects(path string) ([]*unstructured.Unstructured, error) {
@@ -62,6 +92,13 @@ func readObjects(path string) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	return DecodeObjects(path, raw)
+}
+
+// DecodeObjects decodes the objects of a multi-document YAML stream; source
+// names it in errors. Empty documents are skipped.
+func DecodeObjects(source string, raw []byte) ([]*unstructured.Unstructured, error) {
+	path := source
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
 	var out []*unstructured.Unstructured
 	for i := 1; ; i++ {

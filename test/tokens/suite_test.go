@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/controllers"
 	"github.com/sallyport/sallyport/internal/controlplane"
@@ -31,11 +33,11 @@ import (
 	"github.com/sallyport/sallyport/internal/token"
 )
 
-// The operator's identity: the ServiceAccount config/rbac binds its
+// The operator's identity: the ServiceAccount config/default binds its
 // ClusterRole to.
 const (
-	operatorNamespace      = "system"
-	operatorServiceAccount = "controller-manager"
+	operatorNamespace      = "sallyport-system"
+	operatorServiceAccount = "sallyport-controller-manager"
 	operatorUser           = "system:serviceaccount:" + operatorNamespace + ":" + operatorServiceAccount
 )
 
@@ -68,11 +70,22 @@ func TestMain(m *testing.M) {
 		}
 		// The shipped RBAC (the manager's ClusterRole and its binding to the
 		// operator's ServiceAccount, and sallyport-token-issuer, bound to
-		// nothing) and the shipped admission policy.
-		for _, dir := range []string{"config/rbac", "config/admissionpolicy"} {
-			if _, err := controlplane.ApplyDir(ctx, e.Client, filepath.Join(root, dir)); err != nil {
-				return nil, err
+		// nothing) and the shipped admission policy, as config/default
+		// renders them.
+		rendered, err := controlplane.Render(ctx, root)
+		if err != nil {
+			return nil, err
+		}
+		var objs []*unstructured.Unstructured
+		for _, o := range rendered {
+			switch o.GetKind() {
+			case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+				"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+				objs = append(objs, o)
 			}
+		}
+		if err := controlplane.Apply(ctx, e.Client, objs); err != nil {
+			return nil, err
 		}
 		if err := waitForAdmissionPolicy(ctx); err != nil {
 			return nil, err
