@@ -24,6 +24,7 @@ if [[ -n "${KUBECONFIG:-}" ]]; then
 		--decision-bind-address=127.0.0.1:8443 \
 		--grpc-bind-address=127.0.0.1:9001 \
 		--decision-insecure \
+		--shutdown-delay=0 \
 		--zap-devel "$@"
 fi
 

@@ -36,6 +36,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"manager", "--decision-log-mode=lossy"}, "--decision-log-mode"},
 		{[]string{"manager", "--cert-management=vault"}, "--cert-management must be"},
 		{[]string{"manager", "--token-review-cache-ttl=0s"}, "--token-review-cache-ttl must be positive"},
+		{[]string{"manager", "--shutdown-delay=-1s"}, "--shutdown-delay must not be negative"},
 		{[]string{"manager", "stray"}, `unexpected arguments ["stray"]`},
 		{[]string{"manager", "--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 	} {

@@ -44,6 +44,7 @@ func runManager(args []string) int {
 	fs.StringVar(&o.GRPCBindAddress, "grpc-bind-address", ":9001", `Address of the Envoy ext_authz gRPC service; "0" disables it.`)
 	fs.StringVar(&o.DecisionLog, "decision-log", "-", `Where the decision log goes, one JSON line per decision: "-" for stdout, or a file (appended to).`)
 	decisionLogMode := fs.String("decision-log-mode", "block", `What a full decision log queue does: "block" waits (no line is lost), "drop" drops and counts in sallyport_decision_log_dropped_total.`)
+	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "After SIGTERM, how long to keep serving with /readyz failing before closing the listeners, so the Service's endpoints drop this replica first; 0 stops at once.")
 	fs.DurationVar(&o.TokenReviewCacheTTL, "token-review-cache-ttl", 10*time.Second, "Upper bound of how long a credential review is reused; never past the token's expiry.")
 	fs.StringVar(&apiAudiences, "api-audiences", "", "Comma-separated audiences the API server accepts (its --api-audiences), refused as ConnectionPolicy audiences. The issuer it advertises and the well-known kubernetes.default.svc names are refused anyway.")
 	fs.StringVar(&o.Certs.Management, "cert-management", manager.CertManagementSelf, `Where the webhook and decision certificates come from: "self" makes a CA and serving certificate, keeps them in a Secret, rotates them, injects the CA into the webhook configurations and publishes it in the ConfigMap sallyport-ca; "external" reads them from --webhook-cert-path and --decision-cert-path (cert-manager, say).`)
@@ -79,6 +80,10 @@ func runManager(args []string) int {
 		return 2
 	}
 	o.Certs.ExtraNames = certs.SplitNames(*certExtraNames)
+	if o.ShutdownDelay < 0 {
+		fmt.Fprintln(os.Stderr, "sallyport manager: --shutdown-delay must not be negative")
+		return 2
+	}
 	if o.TokenReviewCacheTTL <= 0 {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --token-review-cache-ttl must be positive")
 		return 2

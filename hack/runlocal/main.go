@@ -104,6 +104,7 @@ func run() error {
 		"--decision-bind-address", *decisionAddr,
 		"--grpc-bind-address", *grpcAddr,
 		"--decision-insecure",
+		"--shutdown-delay=0",
 		"--zap-devel",
 	}
 	args = append(args, flag.Args()...)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -77,6 +78,13 @@ type Options struct {
 	// APIAudiences are refused as ConnectionPolicy audiences, in addition to
 	// the well-known ones and the issuer the API server advertises.
 	APIAudiences []string
+
+	// ShutdownDelay is how long the manager keeps serving after it is told
+	// to stop, with its readiness check failing, before it stops accepting
+	// connections: long enough for the Service's endpoints to drop the
+	// replica, so no gateway sends a new decision to a closed listener. Zero
+	// stops at once (tests, a local run).
+	ShutdownDelay time.Duration
 
 	// ReplicaOfAnother lets a second manager run in the same process (tests
 	// that play several replicas): controller names need not be unique.
@@ -149,6 +157,9 @@ type Operator struct {
 	closeLog func() error
 	// certs are the self-managed certificates, nil when external.
 	certs *certs.Manager
+	// stopping is set when the manager has been told to stop: the
+	// readiness check fails from then on.
+	stopping atomic.Bool
 }
 
 // Run runs the manager until ctx ends.
@@ -170,7 +181,7 @@ func (op *Operator) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	err := op.Manager.Start(ctx)
+	err := op.Manager.Start(op.delayStop(ctx))
 	// The manager returns once every runnable, the decision servers among
 	// them, has stopped: no decision is still being logged.
 	if op.closeLog != nil {
@@ -182,6 +193,22 @@ func (op *Operator) Start(ctx context.Context) error {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// delayStop returns a context that ends ShutdownDelay after ctx ends; in
+// between, the replica reports not ready and keeps serving.
+func (op *Operator) delayStop(ctx context.Context) context.Context {
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		<-ctx.Done()
+		op.stopping.Store(true)
+		if d := op.opts.ShutdownDelay; d > 0 {
+			op.log.Info("Stopping: not ready from now on; serving on until the endpoints drop this replica", "shutdownDelay", d.String())
+			time.Sleep(d)
+		}
+		cancel()
+	}()
+	return run
 }
 
 // New wires the manager: the snapshot loader, the status controllers, the
@@ -288,6 +315,14 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("stopping", func(*http.Request) error {
+		if op.stopping.Load() {
+			return errors.New("stopping")
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("add readiness check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("snapshot", func(*http.Request) error {
 		if !st.Ready() {

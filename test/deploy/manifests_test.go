@@ -206,9 +206,13 @@ func TestChartAgreesWithConfig(t *testing.T) {
 			t.Errorf("rights of the operator in scope %s differ (-config/default +chart):\n%s", scope, d)
 		}
 	}
-	// Bound to nothing by either: what namespace admins bind for Secret mode.
-	if d := cmp.Diff(rules(t, config["ClusterRole/sallyport-token-issuer"]), rules(t, chart["ClusterRole/sallyport-token-issuer"])); d != "" {
-		t.Errorf("ClusterRole sallyport-token-issuer differs (-config/default +chart):\n%s", d)
+	// Bound to nothing by either: what namespace admins bind for Secret
+	// mode, and what metrics scrapers are bound to.
+	for _, name := range []string{"sallyport-token-issuer", "sallyport-metrics-reader"} {
+		key := "ClusterRole/" + name
+		if d := cmp.Diff(rules(t, config[key]), rules(t, chart[key])); d != "" {
+			t.Errorf("%s differs (-config/default +chart):\n%s", key, d)
+		}
 	}
 
 	for _, key := range []string{
