@@ -38,12 +38,52 @@ func (l Location) String() string {
 	return b.String()
 }
 
+// ProblemType sorts problems by what went wrong, so that a caller (the
+// linter) can tell a file it could not read from a policy the API server
+// would refuse. The values are stable.
+type ProblemType string
+
+// The problem types.
+const (
+	// ProblemFile: a path could not be read, or a directory holds no
+	// policy files.
+	ProblemFile ProblemType = "File"
+	// ProblemSyntax: not YAML or JSON, a bad document separator, or a
+	// document (or List item) that is not an object.
+	ProblemSyntax ProblemType = "Syntax"
+	// ProblemKind: apiVersion or kind missing or not supported.
+	ProblemKind ProblemType = "Kind"
+	// ProblemUnknownField: a field the schema does not know.
+	ProblemUnknownField ProblemType = "UnknownField"
+	// ProblemSchema: what the API server's validation refuses (OpenAPI
+	// schema, x-kubernetes-validations rules, metadata), and a policy
+	// without a namespace.
+	ProblemSchema ProblemType = "Schema"
+	// ProblemDuplicate: the same object defined twice.
+	ProblemDuplicate ProblemType = "Duplicate"
+	// ProblemCompile: what the compiler (and so the admission webhook)
+	// refuses: CEL expressions, audiences, patterns, selectors.
+	ProblemCompile ProblemType = "Compile"
+	// ProblemWarning: a warning the admission webhook would return (only
+	// in Set.Warnings).
+	ProblemWarning ProblemType = "Warning"
+)
+
 // Problem is one thing wrong with (or, as a warning, worth saying about) one
 // loaded document.
 type Problem struct {
 	Location
-	// Kind, Namespace and Name identify the object, as far as they are known.
-	Kind, Namespace, Name string
+	// Type sorts the problem.
+	Type ProblemType
+	// FieldLine is the line Field is written on (or, for a field not
+	// written in the file, its closest written ancestor); for a problem
+	// about a whole object, the line the object starts at (a List item's
+	// own line). Zero when unknown, as for a problem about a whole file.
+	// Location.Line stays the line the document starts at.
+	FieldLine int
+	// APIVersion, Kind, Namespace and Name identify the object, as far as
+	// they are known.
+	APIVersion, Kind, Namespace, Name string
 	// Field is the field path the API server or compiler names, such as
 	// spec.rules[0].when; empty when the problem is not about one field.
 	Field string

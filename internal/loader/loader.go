@@ -25,6 +25,10 @@
 // documents and List items in file order), so the first loaded is the
 // oldest. A timestamp set in the file (as in `kubectl get -o yaml` output)
 // is kept.
+//
+// The line of every field is kept too (Set.FieldLine, Problem.FieldLine),
+// so that a problem, or a lint finding, about spec.rules[2].when points at
+// that rule and not only at its document.
 package loader
 
 import (
@@ -36,6 +40,8 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,6 +125,10 @@ type Set struct {
 	Resources   map[types.NamespacedName]*policy.Resource
 	// Sources says where each policy was read.
 	Sources map[store.Ref]Location
+	// NamespaceSources says where each Namespace document was read; a
+	// namespace missing here is known only by name, so its labels in a
+	// cluster are unknown.
+	NamespaceSources map[string]Location
 	// Warnings are the warnings the admission webhook would return.
 	Warnings []Problem
 	// Builder holds every compiled policy and namespace; Snapshot is its
@@ -126,6 +136,27 @@ type Set struct {
 	// the cluster (see Snapshot.Status).
 	Builder  *store.Builder
 	Snapshot *store.Snapshot
+
+	// positions holds the field lines of every policy in Sources.
+	positions map[store.Ref]*positions
+}
+
+// FieldLine returns the line of the file in Sources[ref] that the field at
+// path (as the API server writes it: spec.rules[2].when) is written on. A
+// field that is not written (a default) is placed at its closest written
+// ancestor, and an empty path at the start of the document. Zero when ref
+// was not loaded.
+func (s *Set) FieldLine(ref store.Ref, path string) int {
+	return s.positions[ref].line(path)
+}
+
+// ExpressionLine returns the line of the file in Sources[ref] that line n
+// (1-based, as a CEL error reports it) of the expression at path is written
+// on. It is exact for block literals (`when: |`) and one-line expressions;
+// for other multi-line styles, whose line breaks YAML rewrites, it is the
+// line the expression starts on.
+func (s *Set) ExpressionLine(ref store.Ref, path string, n int) int {
+	return s.positions[ref].exprLine(path, n)
 }
 
 // loadState is one Load call in progress.
@@ -135,7 +166,6 @@ type loadState struct {
 	set      *Set
 	problems []Problem
 	seen     map[string]bool // files already read
-	declared map[string]Location
 	clock    int
 }
 
@@ -157,12 +187,14 @@ func (l *Loader) Load(ctx context.Context, paths ...string) (*Set, error) {
 			Resources:   map[types.NamespacedName]*policy.Resource{},
 			Sources:     map[store.Ref]Location{},
 			Builder:     store.NewBuilder(l.compiler),
+
+			NamespaceSources: map[string]Location{},
+			positions:        map[store.Ref]*positions{},
 		},
-		seen:     map[string]bool{},
-		declared: map[string]Location{},
+		seen: map[string]bool{},
 	}
 	if len(paths) == 0 {
-		st.problems = append(st.problems, Problem{Message: "no files or directories given"})
+		st.problems = append(st.problems, Problem{Type: ProblemFile, Message: "no files or directories given"})
 	}
 	for _, p := range paths {
 		st.walk(p)
@@ -174,14 +206,14 @@ func (l *Loader) Load(ctx context.Context, paths ...string) (*Set, error) {
 	return st.set, nil
 }
 
-func (st *loadState) fileProblem(file string, err error) {
-	st.problems = append(st.problems, Problem{Location: Location{File: file}, Message: err.Error()})
+func (st *loadState) fileProblem(file string, typ ProblemType, err error) {
+	st.problems = append(st.problems, Problem{Location: Location{File: file}, Type: typ, Message: err.Error()})
 }
 
 func (st *loadState) walk(root string) {
 	info, err := os.Stat(root)
 	if err != nil {
-		st.fileProblem(root, err)
+		st.fileProblem(root, ProblemFile, err)
 		return
 	}
 	if !info.IsDir() {
@@ -191,7 +223,7 @@ func (st *loadState) walk(root string) {
 	found := false
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			st.fileProblem(p, err)
+			st.fileProblem(p, ProblemFile, err)
 			return nil
 		}
 		if p != root && strings.HasPrefix(d.Name(), ".") {
@@ -211,10 +243,10 @@ func (st *loadState) walk(root string) {
 		return nil
 	})
 	if err != nil {
-		st.fileProblem(root, err)
+		st.fileProblem(root, ProblemFile, err)
 	}
 	if !found {
-		st.fileProblem(root, errors.New("no *.yaml, *.yml or *.json files in this directory"))
+		st.fileProblem(root, ProblemFile, errors.New("no *.yaml, *.yml or *.json files in this directory"))
 	}
 }
 
@@ -222,6 +254,8 @@ func (st *loadState) walk(root string) {
 type document struct {
 	loc  Location
 	data []byte
+	// start is the line of the file that data's first line is.
+	start int
 }
 
 func (st *loadState) readFile(file string) {
@@ -235,16 +269,16 @@ func (st *loadState) readFile(file string) {
 	st.seen[key] = true
 	raw, err := os.ReadFile(file)
 	if err != nil {
-		st.fileProblem(file, err)
+		st.fileProblem(file, ProblemFile, err)
 		return
 	}
 	var docs []document
 	if strings.EqualFold(filepath.Ext(file), ".json") {
-		docs = []document{{loc: Location{File: file, Document: 1, Line: 1}, data: raw}}
+		docs = []document{{loc: Location{File: file, Document: 1, Line: 1}, data: raw, start: 1}}
 	} else {
 		docs, err = splitYAML(file, raw)
 		if err != nil {
-			st.fileProblem(file, err)
+			st.fileProblem(file, ProblemSyntax, err)
 			return
 		}
 	}
@@ -262,14 +296,16 @@ func splitYAML(file string, raw []byte) ([]document, error) {
 		docs    []document
 		buf     bytes.Buffer
 		start   int // first content line of buf, 0 while none
+		first   = 1 // the line buf starts at
 		lineNum int
 	)
 	flush := func() {
 		if start > 0 {
-			docs = append(docs, document{loc: Location{File: file, Document: len(docs) + 1, Line: start}, data: bytes.Clone(buf.Bytes())})
+			docs = append(docs, document{loc: Location{File: file, Document: len(docs) + 1, Line: start}, data: bytes.Clone(buf.Bytes()), start: first})
 		}
 		buf.Reset()
 		start = 0
+		first = lineNum + 1
 	}
 	for line := range bytes.Lines(raw) {
 		lineNum++
@@ -293,12 +329,13 @@ func splitYAML(file string, raw []byte) ([]document, error) {
 func (st *loadState) readDocument(d document) {
 	js, err := yaml.YAMLToJSONStrict(d.data)
 	if err != nil {
-		st.problems = append(st.problems, Problem{Location: d.loc, Message: fmt.Sprintf("invalid YAML or JSON: %v", err)})
+		msg, line := fileLines(err.Error(), d.start-1)
+		st.problems = append(st.problems, Problem{Location: d.loc, Type: ProblemSyntax, FieldLine: line, Message: "invalid YAML or JSON: " + msg})
 		return
 	}
 	var v any
 	if err := utiljson.Unmarshal(js, &v); err != nil {
-		st.problems = append(st.problems, Problem{Location: d.loc, Message: fmt.Sprintf("invalid YAML or JSON: %v", err)})
+		st.problems = append(st.problems, Problem{Location: d.loc, Type: ProblemSyntax, Message: fmt.Sprintf("invalid YAML or JSON: %v", err)})
 		return
 	}
 	if v == nil {
@@ -306,15 +343,16 @@ func (st *loadState) readDocument(d document) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		st.problems = append(st.problems, Problem{Location: d.loc, Message: fmt.Sprintf("a document must be an object, not %T", v)})
+		st.problems = append(st.problems, Problem{Location: d.loc, Type: ProblemSyntax, Message: fmt.Sprintf("a document must be an object, not %T", v)})
 		return
 	}
+	pos := &positions{node: parseNode(d.data), offset: d.start - 1, docLine: d.loc.Line}
 	apiVersion, _ := obj["apiVersion"].(string)
 	kind, _ := obj["kind"].(string)
 	if isList(apiVersion, kind) {
 		items, ok := obj["items"].([]any)
 		if _, present := obj["items"]; present && !ok {
-			st.problems = append(st.problems, Problem{Location: d.loc, Kind: kind, Field: "items", Message: "must be a list"})
+			st.problems = append(st.problems, Problem{Location: d.loc, Type: ProblemSyntax, Kind: kind, Field: "items", FieldLine: pos.line("items"), Message: "must be a list"})
 			return
 		}
 		for i, it := range items {
@@ -322,14 +360,36 @@ func (st *loadState) readDocument(d document) {
 			loc.Item = i + 1
 			item, ok := it.(map[string]any)
 			if !ok {
-				st.problems = append(st.problems, Problem{Location: loc, Message: fmt.Sprintf("a list item must be an object, not %T", it)})
+				st.problems = append(st.problems, Problem{Location: loc, Type: ProblemSyntax, FieldLine: pos.item(i).docLine, Message: fmt.Sprintf("a list item must be an object, not %T", it)})
 				continue
 			}
-			st.readObject(loc, item)
+			st.readObject(loc, item, pos.item(i))
 		}
 		return
 	}
-	st.readObject(d.loc, obj)
+	st.readObject(d.loc, obj, pos)
+}
+
+// yamlLine finds the line numbers the YAML parser gives, which count from
+// the start of the document.
+var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
+
+// fileLines rewrites the line numbers in a parser's message to lines of
+// the file (offset is the file line before the document's first), and
+// returns the first of them, or 0.
+func fileLines(msg string, offset int) (string, int) {
+	first := 0
+	msg = yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, err := strconv.Atoi(yamlLine.FindStringSubmatch(m)[1])
+		if err != nil {
+			return m
+		}
+		if first == 0 {
+			first = n + offset
+		}
+		return fmt.Sprintf("line %d", n+offset)
+	})
+	return msg, first
 }
 
 func isList(apiVersion, kind string) bool {
@@ -343,18 +403,19 @@ func isList(apiVersion, kind string) bool {
 }
 
 // readObject admits, converts and compiles one object.
-func (st *loadState) readObject(loc Location, obj map[string]any) {
+func (st *loadState) readObject(loc Location, obj map[string]any, pos *positions) {
 	apiVersion, _ := obj["apiVersion"].(string)
 	kind, _ := obj["kind"].(string)
 	md, _ := obj["metadata"].(map[string]any)
 	name, _ := md["name"].(string)
 	namespace, _ := md["namespace"].(string)
-	problem := func(fld, msg string) {
-		st.problems = append(st.problems, Problem{Location: loc, Kind: kind, Namespace: namespace, Name: name, Field: fld, Message: msg})
+	problem := func(typ ProblemType, fld, msg string) {
+		st.problems = append(st.problems, Problem{Location: loc, Type: typ, APIVersion: apiVersion, Kind: kind, Namespace: namespace, Name: name,
+			Field: fld, FieldLine: pos.line(fld), Message: msg})
 	}
 	switch {
 	case apiVersion == "" || kind == "":
-		problem("", "apiVersion and kind are required")
+		problem(ProblemKind, "", "apiVersion and kind are required")
 		return
 	case apiVersion == "v1" && kind == kindNamespace:
 		st.readNamespace(loc, md, problem)
@@ -362,24 +423,24 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 	}
 	s, ok := st.l.schemas[schema.FromAPIVersionAndKind(apiVersion, kind)]
 	if !ok || (kind != kindConnection && kind != kindResource) {
-		problem("", fmt.Sprintf("%s %s is not supported: expected %s ConnectionPolicy or ResourcePolicy, v1 Namespace, or a List of them", apiVersion, kind, v1alpha1.GroupVersion))
+		problem(ProblemKind, "", fmt.Sprintf("%s %s is not supported: expected %s ConnectionPolicy or ResourcePolicy, v1 Namespace, or a List of them", apiVersion, kind, v1alpha1.GroupVersion))
 		return
 	}
 	if name == "" {
-		problem("metadata.name", "Required value")
+		problem(ProblemSchema, "metadata.name", "Required value")
 	}
 	if namespace == "" {
-		problem("metadata.namespace", "Required value: there is no default namespace offline; set the namespace the policy is applied to")
+		problem(ProblemSchema, "metadata.namespace", "Required value: there is no default namespace offline; set the namespace the policy is applied to")
 	}
 	if name == "" || namespace == "" {
 		return
 	}
 	if unknown, errs := s.admit(st.ctx, obj); len(unknown)+len(errs) > 0 {
 		for _, u := range unknown {
-			problem(u, "unknown field")
+			problem(ProblemUnknownField, u, "unknown field")
 		}
 		for _, fe := range errs {
-			problem(fe.Field, fe.ErrorBody())
+			problem(ProblemSchema, fe.Field, fe.ErrorBody())
 		}
 		return
 	}
@@ -391,7 +452,7 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 		ref.Kind = store.KindResource
 	}
 	if prev, dup := st.set.Sources[ref]; dup {
-		problem("", fmt.Sprintf("defined twice: also at %s", prev))
+		problem(ProblemDuplicate, "", fmt.Sprintf("defined twice: also at %s", prev))
 		return
 	}
 
@@ -406,7 +467,7 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 		o = &v1alpha1.ResourcePolicy{}
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, o); err != nil {
-		problem("", fmt.Sprintf("converting to %s: %v", kind, err))
+		problem(ProblemSchema, "", fmt.Sprintf("converting to %s: %v", kind, err))
 		return
 	}
 	st.clock++
@@ -420,6 +481,7 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 		o.SetGeneration(1)
 	}
 	st.set.Sources[ref] = loc
+	st.set.positions[ref] = pos
 
 	var (
 		warnings []string
@@ -446,10 +508,10 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 	if err != nil {
 		if ie, ok := errors.AsType[*policy.InvalidError](err); ok {
 			for _, fe := range ie.Errs {
-				problem(fe.Field, fe.ErrorBody())
+				problem(ProblemCompile, fe.Field, fe.ErrorBody())
 			}
 		} else {
-			problem("", fmt.Sprintf("compiling: %v", err))
+			problem(ProblemCompile, "", fmt.Sprintf("compiling: %v", err))
 		}
 		return
 	}
@@ -462,32 +524,33 @@ func (st *loadState) readObject(loc Location, obj map[string]any) {
 				fld, msg = w[:i], strings.TrimPrefix(strings.TrimPrefix(w[i:], ":"), " ")
 			}
 		}
-		st.set.Warnings = append(st.set.Warnings, Problem{Location: loc, Kind: kind, Namespace: namespace, Name: name, Field: fld, Message: msg})
+		st.set.Warnings = append(st.set.Warnings, Problem{Location: loc, Type: ProblemWarning, Kind: kind, Namespace: namespace, Name: name,
+			Field: fld, FieldLine: pos.line(fld), Message: msg})
 	}
 }
 
 // readNamespace keeps a Namespace's name and labels.
-func (st *loadState) readNamespace(loc Location, md map[string]any, problem func(fld, msg string)) {
+func (st *loadState) readNamespace(loc Location, md map[string]any, problem func(typ ProblemType, fld, msg string)) {
 	name, _ := md["name"].(string)
 	if name == "" {
-		problem("metadata.name", "Required value")
+		problem(ProblemSchema, "metadata.name", "Required value")
 		return
 	}
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		problem("metadata.name", fmt.Sprintf("Invalid value: %q: %s", name, strings.Join(errs, "; ")))
+		problem(ProblemSchema, "metadata.name", fmt.Sprintf("Invalid value: %q: %s", name, strings.Join(errs, "; ")))
 		return
 	}
 	lbls := map[string]string{}
 	if raw, ok := md["labels"]; ok {
 		m, ok := raw.(map[string]any)
 		if !ok {
-			problem("metadata.labels", "must be a map of strings")
+			problem(ProblemSchema, "metadata.labels", "must be a map of strings")
 			return
 		}
 		for k, v := range m {
 			s, ok := v.(string)
 			if !ok {
-				problem("metadata.labels."+k, "must be a string")
+				problem(ProblemSchema, "metadata.labels["+k+"]", "must be a string")
 				return
 			}
 			lbls[k] = s
@@ -495,15 +558,15 @@ func (st *loadState) readNamespace(loc Location, md map[string]any, problem func
 	}
 	if errs := validateLabels(lbls); len(errs) > 0 {
 		for _, fe := range errs {
-			problem(fe.Field, fe.ErrorBody())
+			problem(ProblemSchema, fe.Field, fe.ErrorBody())
 		}
 		return
 	}
-	if prev, dup := st.declared[name]; dup {
-		problem("", fmt.Sprintf("defined twice: also at %s", prev))
+	if prev, dup := st.set.NamespaceSources[name]; dup {
+		problem(ProblemDuplicate, "", fmt.Sprintf("defined twice: also at %s", prev))
 		return
 	}
-	st.declared[name] = loc
+	st.set.NamespaceSources[name] = loc
 	lbls[namespaceNameLabel] = name
 	st.set.Namespaces[name] = lbls
 }
