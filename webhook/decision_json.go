@@ -1,50 +1,21 @@
 package webhook
 
 import (
-	"strconv"
 	"sync"
 
 	"github.com/sallyport/sallyport/internal/decision"
-	"github.com/sallyport/sallyport/internal/jsonenc"
 )
 
-// appendDecision appends the /v1/decide answer: the same document
-// encoding/json makes of decision.Decision (a test holds them equal), without
-// reflection, since it is written once per decision.
-func appendDecision(b []byte, d *decision.Decision) []byte {
-	b = append(b, `{"decisionID":`...)
-	b = jsonenc.AppendString(b, d.ID)
-	b = append(b, `,"allowed":`...)
-	b = strconv.AppendBool(b, d.Allowed)
-	c := &d.Connection
-	b = append(b, `,"connection":{"allowed":`...)
-	b = strconv.AppendBool(b, c.Allowed)
-	b = appendOptional(b, "policy", c.Policy)
-	b = appendOptional(b, "identity", c.Identity)
-	b = appendOptional(b, "credentialID", c.CredentialID)
-	b = append(b, `,"reason":`...)
-	b = jsonenc.AppendString(b, c.Reason)
-	b = appendOptional(b, "message", c.Message)
-	r := &d.Resource
-	b = append(b, `},"resource":{"allowed":`...)
-	b = strconv.AppendBool(b, r.Allowed)
-	b = appendOptional(b, "policy", r.Policy)
-	b = appendOptional(b, "rule", r.Rule)
-	b = append(b, `,"reason":`...)
-	b = jsonenc.AppendString(b, r.Reason)
-	b = appendOptional(b, "message", r.Message)
-	return append(b, "}}\n"...)
-}
-
-// appendOptional appends ,"key":"value" unless value is empty (omitempty).
-func appendOptional(b []byte, key, value string) []byte {
-	if value == "" {
-		return b
-	}
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':')
-	return jsonenc.AppendString(b, value)
-}
+// appendDecision appends the /v1/decide answer; decision.AppendJSON writes
+// it, so that `sallyport decide` prints exactly what this server returns.
+func appendDecision(b []byte, d *decision.Decision) []byte { return decision.AppendJSON(b, d) }
 
 var responsePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// ParseDecideRequest decodes and validates one /v1/decide request body with
+// the server's own strict decoder, for `sallyport decide`, which must
+// accept exactly what the server accepts. Its errors name the field, as the
+// server's 400 answers do.
+func ParseDecideRequest(body []byte) (*decision.Request, error) {
+	return parseDecideRequest(string(body))
+}

@@ -14,6 +14,9 @@ Usage:
 
 Commands:
   manager   Run the operator: compile policies, report their status, serve admission.
+  test      Run policy test suites offline (for CI, before a merge).
+  lint      Check policies offline for errors and risky grants.
+  decide    Answer one decision request offline from policy files.
   version   Print the build.
 
 Run "sallyport <command> --help" for a command's flags.
@@ -32,6 +35,12 @@ func run(args []string) int {
 	switch args[0] {
 	case "manager":
 		return runManager(args[1:])
+	case "test":
+		return runTest(args[1:])
+	case "lint":
+		return runLint(args[1:])
+	case "decide":
+		return runDecide(args[1:])
 	case "version":
 		return runVersion(args[1:])
 	case "help", "-h", "--help":

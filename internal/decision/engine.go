@@ -153,7 +153,13 @@ var (
 // Decide never panics: a panic while deciding (in an expression, or in the
 // authenticator) denies the request with EvaluationError on the gate being
 // decided.
-func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
+func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
+	return e.decide(ctx, req, nil)
+}
+
+// decide is Decide, recording a trace when tr is not nil. Every use of tr
+// is behind a nil check, so Decide costs what it did before tracing.
+func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decision) {
 	now := e.clock()
 	d = &Decision{ID: e.newID(), Time: now}
 	defer e.recoverPanic(d)
@@ -162,6 +168,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
 	if fe != nil {
 		d.Connection = Connection{Reason: ReasonEvaluationError, Message: "malformed request: " + fe.Error()}
 		d.Resource = Resource{Reason: ReasonNotEvaluated, Message: msgMalformed}
+		if tr != nil {
+			tr.Connection.Checks = []Check{{Name: CheckCredential, Detail: d.Connection.Message}}
+		}
 		return d
 	}
 	d.Path = path
@@ -178,6 +187,10 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
 
 	conn, cp := e.connectionGate(ctx, snap, req, target, now, st)
 	d.Connection = conn
+	if tr != nil {
+		tr.traceTarget(req, host, path, target)
+		tr.traceConnection(req, &d.Connection, cp, target, st)
+	}
 	switch {
 	case !conn.Allowed:
 		d.Resource = Resource{Reason: ReasonNotEvaluated, Message: msgNotEvaluated}
@@ -187,7 +200,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
 	case target == nil:
 		d.Resource = Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
 	default:
-		d.Resource = checkResource(snap, target, cp, req, path, st)
+		d.Resource = checkResource(snap, target, cp, req, path, st, tr)
 	}
 	d.Allowed = d.Connection.Allowed && d.Resource.Allowed
 
@@ -417,15 +430,24 @@ func firstScopeOutside(r *policy.Reach, scopes []string) string {
 // in order. A Deny rule whose condition errors denies (fail closed); an
 // Allow rule whose condition errors does not match, and the message names
 // it if nothing else matches.
-func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connection, req *Request, path string, st *evalState) Resource {
+func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connection, req *Request, path string, st *evalState, tr *Trace) Resource {
 	r := Resource{Policy: policyName(&rp.Meta), Generation: rp.Generation}
 	st.splitPath(path)
+	if tr != nil {
+		tr.Resource.Evaluated = true
+	}
 	for _, rule := range rp.Deny {
 		if !ruleApplies(snap, rule, cp, req, st.segs) {
+			if tr != nil {
+				tr.traceRule(snap, rule, cp, req, st.segs, path)
+			}
 			continue
 		}
 		if rule.When != nil {
 			ok, err := evalWhen(rule.When, &st.act)
+			if tr != nil {
+				tr.traceWhen(rule, ok, err)
+			}
 			if err != nil {
 				r.Rule, r.Reason = rule.Name, ReasonEvaluationError
 				r.Message = fmt.Sprintf("Deny rule %q could not be evaluated, so it denies: %s", rule.Name, errMessage(err))
@@ -434,6 +456,8 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connect
 			if !ok {
 				continue
 			}
+		} else if tr != nil {
+			tr.traceWhen(rule, true, nil)
 		}
 		r.Rule, r.Reason = rule.Name, ReasonDeniedByRule
 		r.Message = fmt.Sprintf("Deny rule %q matches %s %s", rule.Name, req.Action, truncate(path, maxPathInMessage))
@@ -444,10 +468,16 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connect
 	var failure error
 	for _, rule := range rp.Allow {
 		if !ruleApplies(snap, rule, cp, req, st.segs) {
+			if tr != nil {
+				tr.traceRule(snap, rule, cp, req, st.segs, path)
+			}
 			continue
 		}
 		if rule.When != nil {
 			ok, err := evalWhen(rule.When, &st.act)
+			if tr != nil {
+				tr.traceWhen(rule, ok, err)
+			}
 			if err != nil {
 				if failed == nil {
 					failed, failure = rule, err
@@ -457,6 +487,8 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connect
 			if !ok {
 				continue
 			}
+		} else if tr != nil {
+			tr.traceWhen(rule, true, nil)
 		}
 		r.Allowed, r.Rule, r.Reason, r.Message = true, rule.Name, ReasonMatched, msgRuleMatched
 		return r

@@ -1,0 +1,64 @@
+// Package policytest_test holds the offline/online equivalence test: one
+// policy test suite decided by the offline runner (`sallyport test`) and by
+// the live decision server on a real API server, with real tokens minted by
+// TokenRequest for the fixtures, must get the same answers. It is what
+// makes "the engine used offline is the engine used in the cluster" a
+// checked claim rather than a hope.
+package policytest_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/sallyport/sallyport/internal/controlplane"
+	"github.com/sallyport/sallyport/internal/manager"
+	"github.com/sallyport/sallyport/internal/testenv"
+)
+
+var (
+	env       *testenv.Env
+	op        *manager.Operator
+	clientset *kubernetes.Clientset
+	// decideURL is the live decision API's base URL.
+	decideURL string
+)
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
+		env = e
+		cs, err := kubernetes.NewForConfig(e.Config)
+		if err != nil {
+			return nil, err
+		}
+		clientset = cs
+		httpAddr, err := testenv.FreeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		grpcAddr, err := testenv.FreeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp("", "sallyport-policytest-")
+		if err != nil {
+			return nil, err
+		}
+		decideURL = "http://" + httpAddr
+		o, stop, err := e.StartOperator(manager.Options{
+			DecisionBindAddress: httpAddr,
+			GRPCBindAddress:     grpcAddr,
+			DecisionInsecure:    true,
+			DecisionLog:         filepath.Join(dir, "decisions.log"),
+		})
+		op = o
+		return func() {
+			if stop != nil {
+				stop()
+			}
+			_ = os.RemoveAll(dir)
+		}, err
+	})
+}
