@@ -3,7 +3,6 @@ package lint
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,6 +43,9 @@ func Run(set *loader.Set, loadErr error, o Options) []Finding {
 		l.problem(p)
 	}
 	if set != nil {
+		for _, p := range set.Skipped {
+			l.out = append(l.out, l.finding(NotAPolicy, p.Location, p.Kind, p.Namespace, p.Name, "", p.Message))
+		}
 		l.conflicts()
 		l.references()
 		l.reach()
@@ -101,8 +103,9 @@ func (l *linter) index(problems []loader.Problem) {
 			// Whatever the file or document held is unknown.
 			l.connsUnknown, l.resourcesUnknown = true, true
 		case p.Type == loader.ProblemKind:
+			// Documents of other APIs are in Set.Skipped, not here: a
+			// kind problem is a policy that could not be read.
 			switch {
-			case !isPolicyDocument(p):
 			case strings.HasPrefix(p.Kind, string(store.KindConnection)):
 				l.connsUnknown = true
 			case strings.HasPrefix(p.Kind, string(store.KindResource)):
@@ -170,41 +173,12 @@ func (l *linter) problem(p loader.Problem) {
 		c = CELError // reported as the compiler wrote it
 	}
 	msg, detail := splitMessage(p.Message)
-	if p.Type == loader.ProblemKind && !isPolicyDocument(p) {
-		c = NotAPolicy
-		if p.Kind == "" {
-			msg = "a kustomization file, not a policy; skipped"
-		} else {
-			msg = fmt.Sprintf("%s %s is not a sallyport policy; skipped", p.APIVersion, p.Kind)
-		}
-	}
 	f := l.finding(c, p.Location, p.Kind, p.Namespace, p.Name, p.Field, msg)
 	f.Detail = detail
 	if p.FieldLine > 0 {
 		f.Line = p.FieldLine
 	}
 	l.out = append(l.out, f)
-}
-
-// policyKinds are the kinds the loader reads; a document of one of them
-// that the loader refuses has a wrong apiVersion.
-var policyKinds = map[string]bool{
-	"ConnectionPolicy": true, "ResourcePolicy": true, "ConnectionPolicyList": true, "ResourcePolicyList": true,
-	"Namespace": true, "List": true,
-}
-
-// isPolicyDocument tells a document that was meant to be read (a policy
-// with a wrong apiVersion or kind, a typo in the group) from one of another
-// API that sits beside the policies, such as a Deployment or a
-// kustomization.yaml (which needs neither apiVersion nor kind). The first
-// is an error; the second is only noted.
-func isPolicyDocument(p loader.Problem) bool {
-	if p.APIVersion == "" && p.Kind == "" {
-		base := strings.ToLower(filepath.Base(p.File))
-		return base != "kustomization.yaml" && base != "kustomization.yml"
-	}
-	group, _, _ := strings.Cut(p.APIVersion, "/")
-	return policyKinds[p.Kind] || group == v1alpha1.GroupVersion.Group || p.APIVersion == "" || p.Kind == ""
 }
 
 // splitMessage keeps a problem's first line as the message and the rest

@@ -129,6 +129,13 @@ type Set struct {
 	// namespace missing here is known only by name, so its labels in a
 	// cluster are unknown.
 	NamespaceSources map[string]Location
+	// Skipped are the documents of other APIs that sit beside policies in a
+	// GitOps repository (a Deployment, a ServiceAccount, a kustomization
+	// file, a policy test suite): read, recognised as not meant for
+	// sallyport, and left out without an error. A document of sallyport's
+	// API group or of a policy kind with a wrong version is not skipped but
+	// refused, so a typo never silently drops a policy.
+	Skipped []Problem
 	// Warnings are the warnings the admission webhook would return.
 	Warnings []Problem
 	// Builder holds every compiled policy and namespace; Snapshot is its
@@ -402,6 +409,32 @@ func isList(apiVersion, kind string) bool {
 	return false
 }
 
+// policyKinds are the kinds the loader reads; a document of one of them
+// that the loader cannot read has a wrong apiVersion, which is an error.
+var policyKinds = map[string]bool{
+	kindConnection: true, kindResource: true, kindConnection + "List": true, kindResource + "List": true,
+	kindNamespace: true, kindList: true,
+}
+
+// otherAPI tells a document of another API that sits beside the policies
+// (a Deployment; a kustomization.yaml, which has neither apiVersion nor
+// kind) from one meant for sallyport with a mistake in it (a wrong version
+// or a typo in the group or kind of a policy), which must be refused.
+func otherAPI(file, apiVersion, kind string) bool {
+	if apiVersion == "" && kind == "" {
+		base := strings.ToLower(filepath.Base(file))
+		return base == "kustomization.yaml" || base == "kustomization.yml"
+	}
+	if apiVersion == "" || kind == "" || policyKinds[kind] {
+		return false
+	}
+	group, _, _ := strings.Cut(apiVersion, "/")
+	if !strings.Contains(apiVersion, "/") {
+		group = "" // the core group: v1
+	}
+	return group != v1alpha1.GroupVersion.Group
+}
+
 // readObject admits, converts and compiles one object.
 func (st *loadState) readObject(loc Location, obj map[string]any, pos *positions) {
 	apiVersion, _ := obj["apiVersion"].(string)
@@ -412,6 +445,15 @@ func (st *loadState) readObject(loc Location, obj map[string]any, pos *positions
 	problem := func(typ ProblemType, fld, msg string) {
 		st.problems = append(st.problems, Problem{Location: loc, Type: typ, APIVersion: apiVersion, Kind: kind, Namespace: namespace, Name: name,
 			Field: fld, FieldLine: pos.line(fld), Message: msg})
+	}
+	if otherAPI(loc.File, apiVersion, kind) {
+		what := fmt.Sprintf("%s %s is not a sallyport policy; skipped", apiVersion, kind)
+		if kind == "" {
+			what = "a kustomization file, not a policy; skipped"
+		}
+		st.set.Skipped = append(st.set.Skipped, Problem{Location: loc, Type: ProblemKind, APIVersion: apiVersion, Kind: kind,
+			Namespace: namespace, Name: name, Message: what})
+		return
 	}
 	switch {
 	case apiVersion == "" || kind == "":

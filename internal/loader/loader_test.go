@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -231,8 +232,11 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"metadata.name: Invalid value: \"Billing_To_Ledger\""}},
 		{"missing namespace", conn("  namespace: billing\n", ""),
 			[]string{"metadata.namespace: Required value: there is no default namespace offline"}},
-		{"non-policy kind", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
-			[]string{"apps/v1 Deployment is not supported"}},
+		{"policy kind of another group", strings.Replace(connYAML, "policy.sallyport.dev/v1alpha1", "policy.sallyport.io/v1alpha1", 1),
+			[]string{"policy.sallyport.io/v1alpha1 ConnectionPolicy is not supported"}},
+		{"another kind in sallyport's group", strings.Replace(connYAML, "kind: ConnectionPolicy", "kind: ConnectionPolcy", 1),
+			[]string{"policy.sallyport.dev/v1alpha1 ConnectionPolcy is not supported"}},
+		{"no kind", "apiVersion: v1\nmetadata:\n  name: x\n", []string{"apiVersion and kind are required"}},
 		{"wrong version", strings.Replace(connYAML, "v1alpha1", "v1", 1),
 			[]string{"policy.sallyport.dev/v1 ConnectionPolicy is not supported"}},
 	}
@@ -269,6 +273,43 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// Documents of other APIs beside the policies (a GitOps repository holds
+// Deployments, kustomization files and test suites too) are skipped and
+// listed, not errors.
+func TestOtherAPIsAreSkipped(t *testing.T) {
+	dir := write(t, map[string]string{
+		"a.yaml":             connYAML + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n  namespace: billing\n",
+		"b.json":             `{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}]}`,
+		"kustomization.yaml": "resources:\n  - a.yaml\n",
+		"suite_test.yaml":    "apiVersion: test.sallyport.dev/v1alpha1\nkind: PolicyTestSuite\nmetadata:\n  name: s\n",
+	})
+	set, err := loader.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.ConnectionPolicies) != 1 {
+		t.Errorf("%d ConnectionPolicies loaded, want 1", len(set.ConnectionPolicies))
+	}
+	var got []string
+	for _, p := range set.Skipped {
+		got = append(got, p.String())
+	}
+	wants := []string{
+		"a.yaml:" + itoa(strings.Count(connYAML, "\n")+2) + ": document 2 (Deployment billing/x): apps/v1 Deployment is not a sallyport policy; skipped",
+		"b.json:1: document 1, item 1 (Secret s): v1 Secret is not a sallyport policy; skipped",
+		"kustomization.yaml:1: document 1: a kustomization file, not a policy; skipped",
+		"suite_test.yaml:1: document 1 (PolicyTestSuite s): test.sallyport.dev/v1alpha1 PolicyTestSuite is not a sallyport policy; skipped",
+	}
+	if len(got) != len(wants) {
+		t.Errorf("skipped %d documents, want %d:\n%s", len(got), len(wants), strings.Join(got, "\n"))
+	}
+	for _, w := range wants {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.HasSuffix(g, w) }) {
+			t.Errorf("skipped lacks %q:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+}
+
 func TestErrorsAreCollected(t *testing.T) {
 	dir := write(t, map[string]string{
 		"a.yaml":     strings.Replace(connYAML, "  namespace: billing\n", "", 1),
@@ -287,7 +328,6 @@ func TestErrorsAreCollected(t *testing.T) {
 	}
 	wants := []string{
 		"a.yaml:1: document 1 (ConnectionPolicy billing-to-ledger): metadata.namespace: Required value",
-		"c.json:1: document 1, item 1 (Secret s): v1 Secret is not supported",
 		"d.yaml:" + itoa(strings.Count(connYAML, "\n")+2) + ": document 2 (ConnectionPolicy billing/billing-to-ledger): defined twice: also at " + filepath.Join(dir, "d.yaml") + ":1: document 1",
 		"e.yaml:1: document 1: invalid YAML or JSON",
 		"f.yaml: line 1: invalid YAML document separator: x",

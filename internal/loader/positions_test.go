@@ -150,7 +150,7 @@ func TestProblemFieldLines(t *testing.T) {
 func TestProblemTypes(t *testing.T) {
 	dir := write(t, map[string]string{
 		"a.yaml": "a: [",
-		"b.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+		"b.yaml": strings.Replace(connYAML, "kind: ConnectionPolicy", "kind: ConnectionPolcy", 1),
 		"c.yaml": strings.Replace(connYAML, "scopes: [ledger.read]", "scopes: [ledger.read]\n    maxClassification: secret", 1),
 		"d.yaml": connYAML,
 		"e.yaml": strings.Replace(connYAML, "mode: Secret", "mode: Secret\n  audience: kubernetes", 1),
