@@ -20,7 +20,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,38 +35,73 @@ import (
 	"github.com/sallyport/sallyport/internal/testenv"
 )
 
-// The installed operator's identity and the names config/default gives.
-const (
-	operatorSA          = "sallyport-controller-manager"
-	decisionServiceName = "sallyport-decision-service.sallyport-system.svc"
-)
+// installation is what one installer puts in the cluster, and the names a
+// test needs from it.
+type installation struct {
+	name       string
+	namespace  string
+	objs       []*unstructured.Unstructured
+	deployment string
+	// serviceAccount is the operator's, in namespace.
+	serviceAccount string
+	// crash kills the leader with SIGKILL (its Lease expires) instead of
+	// stopping it with SIGTERM (it releases the Lease).
+	crash bool
+	// deniedPath is the object path the changed rule denies, distinct per
+	// installation since the samples are shared.
+	deniedPath string
+}
 
-// TestHighAvailability installs config/default, then runs two replicas of
-// the real binary the way the Deployment does (its arguments, as its
-// ServiceAccount, with a token from the TokenRequest API), only with
-// loopback addresses and the API server's webhook calls sent through a
-// stand-in Service. It checks what a cluster admin relies on: the operator
-// makes one certificate for both replicas and injects its CA into the
-// webhooks and the ConfigMap sallyport-ca; both replicas serve HTTPS
-// decisions a client verifies with that CA; the leader writes status; when
-// the leader stops, the other takes over and status keeps being written.
+// TestHighAvailability installs sallyport with each installer in turn and
+// runs two replicas of the real binary the way its Deployment does (its
+// arguments, as its ServiceAccount, with a token from the TokenRequest
+// API, so the shipped RBAC is proven sufficient), only with loopback
+// addresses and the API server's webhook calls sent through a stand-in
+// Service. It checks what a cluster admin relies on: the operator makes one
+// certificate for both replicas and injects its CA into the webhooks and
+// the ConfigMap sallyport-ca; the samples are admitted through the
+// webhooks; both replicas answer HTTPS decisions a client verifies with
+// that CA; the leader writes status and issues Secret-mode tokens; when the
+// leader stops (config/default: SIGTERM, with every decision asked of it
+// meanwhile answered) or dies (chart: SIGKILL), the other takes over status
+// and token rotation.
 func TestHighAvailability(t *testing.T) {
-	ctx := context.Background()
-	objs := renderConfig(t)
-
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "sallyport")
 	goBuild(t, bin)
 
+	// One after the other: both register the same cluster-wide names
+	// (webhook configurations, ClusterRoles), each applied over the other.
+	t.Run("config-default", func(t *testing.T) {
+		runInstallation(t, bin, installation{
+			name: "config-default", namespace: installNamespace, objs: renderConfig(t),
+			deployment: "sallyport-controller-manager", serviceAccount: "sallyport-controller-manager",
+			deniedPath: "/entries/41",
+		})
+	})
+	t.Run("chart", func(t *testing.T) {
+		const ns = "sallyport-chart"
+		runInstallation(t, bin, installation{
+			name: "chart", namespace: ns, objs: renderChartIn(t, ns),
+			deployment: "sallyport", serviceAccount: "sallyport",
+			crash: true, deniedPath: "/entries/42",
+		})
+	})
+}
+
+func runInstallation(t *testing.T, bin string, inst installation) {
+	ctx := context.Background()
+	tmp := t.TempDir()
 	a := newReplica(t, "replica-a", tmp)
 	b := newReplica(t, "replica-b", tmp)
 	webhooks := startProxy(t, a.webhookAddr, b.webhookAddr)
 
-	// Everything but the webhook configurations as rendered; those are
-	// sent to the stand-in Service, since this API server cannot reach a
-	// cluster Service.
+	// Everything but what needs a kubelet (nothing here runs pods: the
+	// Deployment is applied and stays unscheduled) as rendered, except the
+	// webhook configurations, which are sent to the stand-in Service, since
+	// this API server cannot reach a cluster Service.
 	var install []*unstructured.Unstructured
-	for _, o := range objs {
+	for _, o := range inst.objs {
 		switch o.GetKind() {
 		case "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration":
 			install = append(install, throughURL(t, o, "https://"+webhooks.addr()))
@@ -78,8 +113,8 @@ func TestHighAvailability(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// Later tests of this package create policies; no webhook
-		// configuration may point at replicas that are gone.
+		// Nothing may be left sending admission requests to replicas
+		// that are gone.
 		for _, o := range install {
 			if strings.HasSuffix(o.GetKind(), "WebhookConfiguration") {
 				_ = env.Client.Delete(context.Background(), o)
@@ -87,65 +122,50 @@ func TestHighAvailability(t *testing.T) {
 		}
 	})
 
-	kubeconfig := operatorKubeconfig(t, tmp)
-	args := containerArgs(t, find(t, objs, "Deployment", "sallyport-controller-manager"))
+	kubeconfig := operatorKubeconfig(t, tmp, inst.namespace, inst.serviceAccount)
+	args := containerArgs(t, find(t, inst.objs, "Deployment", inst.deployment))
+	decisionName := flagValue(args, "--decision-service-name") + "." + inst.namespace + ".svc"
 
 	// The first replica alone becomes the leader.
-	a.start(t, bin, args, kubeconfig)
+	a.start(t, bin, args, kubeconfig, inst.namespace)
 	a.waitReady(t)
-	firstLeader := waitLeader(t, "")
-	b.start(t, bin, args, kubeconfig)
+	firstLeader := waitLeader(t, inst.namespace, "")
+	b.start(t, bin, args, kubeconfig, inst.namespace)
 	b.waitReady(t)
 
 	// The leader injects the CA into both webhook configurations and
 	// publishes it; the serving certificate is in sallyport-certs.
-	caPEM := waitCA(t)
+	caPEM := waitCA(t, inst.namespace)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatalf("ConfigMap sallyport-ca holds no PEM certificate:\n%s", caPEM)
 	}
 
-	// A caller and a service, applied through the admission webhooks.
-	callerNS := env.Namespace(t, nil)
-	serviceNS := env.Namespace(t, nil)
-	if _, err := clientset.CoreV1().ServiceAccounts(callerNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "worker"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cp := &v1alpha1.ConnectionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: callerNS, Name: "to-ledger"},
-		Spec: v1alpha1.ConnectionPolicySpec{
-			ServiceAccountName: "worker",
-			Reach:              []v1alpha1.Reach{{Class: "ledger", Scopes: []v1alpha1.Scope{"ledger.read"}, MaxClassification: v1alpha1.ClassificationConfidential}},
-		},
-	}
-	rp := &v1alpha1.ResourcePolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: serviceNS, Name: "ledger"},
-		Spec: v1alpha1.ResourcePolicySpec{
-			Service:        "ledger",
-			Class:          "ledger",
-			Classification: v1alpha1.ClassificationInternal,
-			Rules: []v1alpha1.Rule{{
-				Name: "read", Effect: v1alpha1.EffectAllow, Actions: []string{"GET"}, Resources: []string{"/entries/*"},
-				Connections: []v1alpha1.ConnectionRef{{Namespace: callerNS, Name: "to-ledger"}},
-			}},
-		},
-	}
-	createThroughWebhook(t, cp)
-	createThroughWebhook(t, rp)
-	waitStatus(t, rp, rp.Generation)
-	waitStatus(t, cp, cp.Generation)
+	// The samples, admitted by the webhooks; a Secret-mode ConnectionPolicy
+	// beside them, delegated to this operator as docs/tokens.md says.
+	testenv.Eventually(t, time.Minute, func() error {
+		_, err := controlplane.ApplyDir(ctx, env.Client, filepath.Join(root, "config", "samples"))
+		return err
+	})
+	cp := &v1alpha1.ConnectionPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "billing-to-ledger"}}
+	rp := &v1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ledger", Name: "ledger-api"}}
+	waitStatus(t, cp)
+	waitStatus(t, rp)
+	issued := secretModePolicy(t, inst)
 
-	token := mint(t, callerNS, "worker", policy.DefaultAudience(callerNS, "to-ledger"))
+	// The shortest TokenRequest allows; the sample's maxTokenLifetime is 15m.
+	token := mint(t, "billing", "billing-worker", 600, policy.DefaultAudience("billing", "billing-to-ledger"))
 	request := map[string]any{
 		"credential": map[string]any{"token": token},
-		"resource":   map[string]any{"namespace": serviceNS, "service": "ledger", "name": "/entries/42"},
+		"resource":   map[string]any{"namespace": "ledger", "service": "ledger-api", "name": inst.deniedPath},
 		"action":     "GET",
+		"scopes":     []string{"ledger.read"},
 	}
 	served := map[string][]byte{}
 	for _, r := range []*replica{a, b} {
-		ans, cert := decideTLS(t, r.decisionAddr, pool, request)
-		if !ans.Allowed || ans.Resource.Rule != "read" {
-			t.Fatalf("%s answered %+v, want allowed by rule read", r.name, ans)
+		ans, cert := decideTLS(t, r.decisionAddr, decisionName, pool, request)
+		if !ans.Allowed || ans.Resource.Rule != "read-entries" {
+			t.Fatalf("%s answered %+v, want allowed by rule read-entries", r.name, ans)
 		}
 		served[r.name] = cert
 	}
@@ -153,17 +173,123 @@ func TestHighAvailability(t *testing.T) {
 		t.Error("the replicas serve different certificates; both should serve the one in sallyport-certs")
 	}
 
-	// The leader is told to stop, as the kubelet does, and stops
-	// gracefully: it reports not ready and serves on (--shutdown-delay)
-	// until the endpoints would have dropped it, then drains and releases
-	// the Lease; the other takes over. Decisions asked of it until it is
-	// not ready, as a Service would send them, are all answered in full.
+	if inst.crash {
+		a.kill(t)
+	} else {
+		stopWhileAsked(t, a, decisionName, pool, request)
+	}
+	next := waitLeader(t, inst.namespace, firstLeader)
+	t.Logf("Leader %s stopped; %s took over", firstLeader, next)
+
+	// The new leader writes status: a changed policy is reported Ready at
+	// its new generation, and decisions follow the change.
+	denyRule := "stop-" + inst.name
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rp), rp); err != nil {
+			return err
+		}
+		rp.Spec.Rules = append(rp.Spec.Rules, v1alpha1.Rule{Name: denyRule, Effect: v1alpha1.EffectDeny, Actions: []string{"GET"}, Resources: []string{inst.deniedPath}})
+		return env.Client.Update(ctx, rp)
+	})
+	waitStatus(t, rp)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		ans, _ := decideTLS(t, b.decisionAddr, decisionName, pool, request)
+		if ans.Allowed || ans.Resource.Rule != denyRule {
+			return fmt.Errorf("answer %+v, want denied by rule %s", ans, denyRule)
+		}
+		return nil
+	})
+
+	// And it rotates tokens: asked to renew, it issues a new one.
+	renewSecretModeToken(t, issued)
+	b.stop(t)
+}
+
+// issuedToken is a Secret-mode ConnectionPolicy and the credential ID of
+// the token it was issued.
+type issuedToken struct {
+	policy       *v1alpha1.ConnectionPolicy
+	credentialID string
+}
+
+// secretModePolicy creates a Secret-mode ConnectionPolicy in billing,
+// delegates token issuance there to the installation's operator, and waits
+// for the leader to issue its token.
+func secretModePolicy(t *testing.T, inst installation) issuedToken {
+	t.Helper()
+	ctx := context.Background()
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "sallyport-token-issuer-" + inst.name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: v1alpha1.TokenIssuerClusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: inst.namespace, Name: inst.serviceAccount}},
+	}
+	if err := env.Client.Create(ctx, rb); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	cp := &v1alpha1.ConnectionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "billing", Name: "batch-" + inst.name},
+		Spec: v1alpha1.ConnectionPolicySpec{
+			ServiceAccountName: "billing-worker",
+			Reach:              []v1alpha1.Reach{{Class: "ledger", Scopes: []v1alpha1.Scope{"ledger.read"}, MaxClassification: v1alpha1.ClassificationConfidential}},
+			Token:              &v1alpha1.TokenSpec{Mode: v1alpha1.TokenModeSecret},
+		},
+	}
+	createThroughWebhook(t, cp)
+	var id string
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
+			return err
+		}
+		if cp.Status.Token == nil || cp.Status.Token.CredentialID == "" {
+			return fmt.Errorf("no token issued yet: %+v", cp.Status.Conditions)
+		}
+		id = cp.Status.Token.CredentialID
+		return nil
+	})
+	return issuedToken{policy: cp, credentialID: id}
+}
+
+// renewSecretModeToken asks for a new token with the renew annotation and
+// waits until one with another credential ID is issued and acknowledged.
+func renewSecretModeToken(t *testing.T, it issuedToken) {
+	t.Helper()
+	ctx := context.Background()
+	cp := it.policy
+	stamp := time.Now().UTC().Format(time.RFC3339Nano)
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
+			return err
+		}
+		if cp.Annotations == nil {
+			cp.Annotations = map[string]string{}
+		}
+		cp.Annotations[v1alpha1.AnnotationRenew] = stamp
+		return env.Client.Update(ctx, cp)
+	})
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
+			return err
+		}
+		tok := cp.Status.Token
+		if tok == nil || tok.RenewRequest != stamp || tok.CredentialID == it.credentialID {
+			return fmt.Errorf("token not renewed for request %s yet: %+v", stamp, tok)
+		}
+		return nil
+	})
+}
+
+// stopWhileAsked stops a replica as the kubelet does while decisions are
+// asked of it, as a Service sends them until the replica is not ready: it
+// reports not ready and serves on (--shutdown-delay), then drains and
+// releases the Lease. Every decision asked of it must be answered in full.
+func stopWhileAsked(t *testing.T, r *replica, serverName string, pool *x509.CertPool, request any) {
+	t.Helper()
 	stopAsking := make(chan struct{})
 	asked := make(chan []error, 1)
 	answered := 0
 	go func() {
 		var errs []error
-		hc := tlsClient(pool)
+		hc := tlsClient(pool, serverName)
 		for {
 			select {
 			case <-stopAsking:
@@ -171,7 +297,7 @@ func TestHighAvailability(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := postDecide(hc, a.decisionAddr, request); err != nil {
+			if _, err := postDecide(hc, r.decisionAddr, request); err != nil {
 				errs = append(errs, err)
 			} else {
 				answered++
@@ -179,45 +305,22 @@ func TestHighAvailability(t *testing.T) {
 		}
 	}()
 	time.Sleep(200 * time.Millisecond) // some decisions before the signal
-	a.signal(t)
+	r.signal(t)
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if code := a.readyz(); code == http.StatusOK {
-			return fmt.Errorf("%s still ready after SIGTERM", a.name)
+		if code := r.readyz(); code == http.StatusOK {
+			return fmt.Errorf("%s still ready after SIGTERM", r.name)
 		}
 		return nil
 	})
 	close(stopAsking)
 	errs := <-asked // answered is written before this send
 	for _, err := range errs {
-		t.Errorf("a decision asked of %s while it was stopping failed: %v", a.name, err)
+		t.Errorf("a decision asked of %s while it was stopping failed: %v", r.name, err)
 	}
 	if answered == 0 {
-		t.Errorf("%s answered no decision while it was asked during its shutdown", a.name)
+		t.Errorf("%s answered no decision while it was asked during its shutdown", r.name)
 	}
-	a.waitExit(t)
-	next := waitLeader(t, firstLeader)
-	t.Logf("Leader %s stopped; %s took over", firstLeader, next)
-
-	// Only the leader writes status: a changed policy reported Ready at
-	// its new generation shows the new leader at work, and decisions
-	// follow the change.
-	testenv.Eventually(t, time.Minute, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rp), rp); err != nil {
-			return err
-		}
-		rp.Spec.Rules[0].Actions = []string{"GET", "HEAD"}
-		rp.Spec.Rules = append(rp.Spec.Rules[:1], v1alpha1.Rule{Name: "no-secrets", Effect: v1alpha1.EffectDeny, Actions: []string{"GET"}, Resources: []string{"/entries/42"}})
-		return env.Client.Update(ctx, rp)
-	})
-	waitStatus(t, rp, rp.Generation)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		ans, _ := decideTLS(t, b.decisionAddr, pool, request)
-		if ans.Allowed || ans.Resource.Rule != "no-secrets" {
-			return fmt.Errorf("answer %+v, want denied by rule no-secrets", ans)
-		}
-		return nil
-	})
-	b.stop(t)
+	r.waitExit(t)
 }
 
 // replica is one manager process.
@@ -246,9 +349,9 @@ func newReplica(t *testing.T, name, tmp string) *replica {
 // start runs the binary with the Deployment's arguments, $(VAR) references
 // expanded as the kubelet does, and after them the overrides a process on
 // this machine needs (later flags win).
-func (r *replica) start(t *testing.T, bin string, deploymentArgs []string, kubeconfig string) {
+func (r *replica) start(t *testing.T, bin string, deploymentArgs []string, kubeconfig, namespace string) {
 	t.Helper()
-	vars := map[string]string{"POD_NAMESPACE": installNamespace, "POD_NAME": r.name}
+	vars := map[string]string{"POD_NAMESPACE": namespace, "POD_NAME": r.name}
 	var args []string
 	for _, a := range deploymentArgs {
 		for k, v := range vars {
@@ -273,7 +376,7 @@ func (r *replica) start(t *testing.T, bin string, deploymentArgs []string, kubec
 		"--cert-extra-names=127.0.0.1",
 	)
 	r.cmd = exec.Command(bin, args...)
-	r.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+installNamespace, "POD_NAME="+r.name, "KUBECONFIG=")
+	r.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace, "POD_NAME="+r.name, "KUBECONFIG=")
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -320,6 +423,16 @@ func (r *replica) stop(t *testing.T) {
 	t.Helper()
 	r.signal(t)
 	r.waitExit(t)
+}
+
+// kill ends the process with SIGKILL, as a node failure would: it
+// releases nothing.
+func (r *replica) kill(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.exited
 }
 
 func (r *replica) signal(t *testing.T) {
@@ -369,9 +482,9 @@ func throughURL(t *testing.T, o *unstructured.Unstructured, base string) *unstru
 // operatorKubeconfig writes a kubeconfig that authenticates as the
 // installed ServiceAccount with a token from the TokenRequest API, as a pod
 // of the Deployment would.
-func operatorKubeconfig(t *testing.T, dir string) string {
+func operatorKubeconfig(t *testing.T, dir, ns, sa string) string {
 	t.Helper()
-	tok := mint(t, installNamespace, operatorSA)
+	tok := mint(t, ns, sa, 3600)
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthorityData: env.Config.CAData}
 	cfg.AuthInfos["operator"] = &clientcmdapi.AuthInfo{Token: tok}
@@ -384,9 +497,9 @@ func operatorKubeconfig(t *testing.T, dir string) string {
 	return path
 }
 
-func mint(t *testing.T, ns, sa string, audiences ...string) string {
+// mint returns a token of ns/sa for audiences, valid for seconds.
+func mint(t *testing.T, ns, sa string, seconds int64, audiences ...string) string {
 	t.Helper()
-	seconds := int64(3600)
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: &seconds}}
 	out, err := clientset.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, tr, metav1.CreateOptions{})
 	if err != nil {
@@ -397,11 +510,11 @@ func mint(t *testing.T, ns, sa string, audiences ...string) string {
 
 // waitLeader waits until the Lease names a holder other than not, and
 // returns it.
-func waitLeader(t *testing.T, not string) string {
+func waitLeader(t *testing.T, ns, not string) string {
 	t.Helper()
 	var holder string
 	testenv.Eventually(t, time.Minute, func() error {
-		l, err := clientset.CoordinationV1().Leases(installNamespace).Get(context.Background(), manager.LeaderElectionID, metav1.GetOptions{})
+		l, err := clientset.CoordinationV1().Leases(ns).Get(context.Background(), manager.LeaderElectionID, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -416,12 +529,12 @@ func waitLeader(t *testing.T, not string) string {
 
 // waitCA waits until the leader has published the CA in sallyport-ca and
 // injected the same bundle into every webhook, and returns it.
-func waitCA(t *testing.T) []byte {
+func waitCA(t *testing.T, ns string) []byte {
 	t.Helper()
 	ctx := context.Background()
 	var ca []byte
 	testenv.Eventually(t, time.Minute, func() error {
-		cm, err := clientset.CoreV1().ConfigMaps(installNamespace).Get(ctx, "sallyport-ca", metav1.GetOptions{})
+		cm, err := clientset.CoreV1().ConfigMaps(ns).Get(ctx, "sallyport-ca", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -451,7 +564,7 @@ func waitCA(t *testing.T) []byte {
 		}
 		return nil
 	})
-	if _, err := clientset.CoreV1().Secrets(installNamespace).Get(ctx, "sallyport-certs", metav1.GetOptions{}); err != nil {
+	if _, err := clientset.CoreV1().Secrets(ns).Get(ctx, "sallyport-certs", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the serving certificate Secret: %v", err)
 	}
 	return ca
@@ -470,13 +583,15 @@ func createThroughWebhook(t *testing.T, obj client.Object) {
 	})
 }
 
-// waitStatus waits until the leader reports obj Ready at generation gen.
-func waitStatus(t *testing.T, obj client.Object, gen int64) {
+// waitStatus waits until the leader reports obj Ready at its current
+// generation.
+func waitStatus(t *testing.T, obj client.Object) {
 	t.Helper()
 	testenv.Eventually(t, time.Minute, func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
+		gen := obj.GetGeneration()
 		var conds []metav1.Condition
 		var observed int64
 		switch o := obj.(type) {
@@ -498,20 +613,20 @@ func waitStatus(t *testing.T, obj client.Object, gen int64) {
 }
 
 // decideTLS asks a replica's decision API over HTTPS, verifying its
-// certificate with pool for the decision Service's name, and returns the
-// answer and the certificate served.
-func decideTLS(t *testing.T, addr string, pool *x509.CertPool, body any) (testenv.Answer, []byte) {
+// certificate with pool for serverName (the decision Service's), and
+// returns the answer and the certificate served.
+func decideTLS(t *testing.T, addr, serverName string, pool *x509.CertPool, body any) (testenv.Answer, []byte) {
 	t.Helper()
-	ans, err := postDecide(tlsClient(pool), addr, body)
+	ans, err := postDecide(tlsClient(pool, serverName), addr, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ans.Answer, ans.cert
 }
 
-func tlsClient(pool *x509.CertPool) *http.Client {
+func tlsClient(pool *x509.CertPool, serverName string) *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: decisionServiceName, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12},
 	}}
 }
 

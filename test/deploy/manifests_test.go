@@ -39,13 +39,20 @@ func renderConfig(t *testing.T, components ...string) []*unstructured.Unstructur
 	return objs
 }
 
-// renderChart renders charts/sallyport with Helm v4 (hack/helm) and the
-// given --set values.
+// renderChart renders charts/sallyport with Helm v4 (hack/helm) into
+// installNamespace with the given --set values.
 func renderChart(t *testing.T, set ...string) []*unstructured.Unstructured {
+	t.Helper()
+	return renderChartIn(t, installNamespace, set...)
+}
+
+// renderChartIn renders charts/sallyport as release sallyport of namespace
+// ns.
+func renderChartIn(t *testing.T, ns string, set ...string) []*unstructured.Unstructured {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"tool", "-modfile=hack/helm/go.mod", "helm", "template", "sallyport", "charts/sallyport", "--namespace", installNamespace, "--include-crds"}
+	args := []string{"tool", "-modfile=hack/helm/go.mod", "helm", "template", "sallyport", "charts/sallyport", "--namespace", ns, "--include-crds"}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
