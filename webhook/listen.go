@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
+	"github.com/sallyport/sallyport/internal/tlspolicy"
 )
 
 // listen opens a decision listener on addr: TLS with the certificate in
@@ -37,9 +39,7 @@ func listen(ctx context.Context, what, addr, certDir string, insecure bool, next
 			log.Error(err, "Certificate watcher stopped", "server", what)
 		}
 	}()
-	return tls.NewListener(ln, &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: cw.GetCertificate,
-		NextProtos:     nextProtos,
-	}), nil
+	cfg := &tls.Config{GetCertificate: cw.GetCertificate, NextProtos: nextProtos}
+	tlspolicy.Apply(cfg)
+	return tls.NewListener(ln, cfg), nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/sallyport/sallyport/internal/decisionlog"
 	"github.com/sallyport/sallyport/internal/policy"
 	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/tlspolicy"
 	policywebhook "github.com/sallyport/sallyport/webhook"
 )
 
@@ -135,11 +136,12 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// tlsOpts apply to every TLS listener: TLS 1.2 or newer, and HTTP/1.1 only,
-// which keeps the HTTP/2 rapid-reset and stream-exhaustion attacks
+// tlsOpts apply to the admission webhook and metrics listeners: the
+// operator's TLS policy (TLS 1.2 or newer, modern suites), and HTTP/1.1
+// only, which keeps the HTTP/2 rapid-reset and stream-exhaustion attacks
 // (CVE-2023-44487, CVE-2023-39325) off these endpoints.
 var tlsOpts = []func(*tls.Config){func(c *tls.Config) {
-	c.MinVersion = tls.VersionTLS12
+	tlspolicy.Apply(c)
 	c.NextProtos = []string{"http/1.1"}
 }}
 

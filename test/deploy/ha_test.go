@@ -122,7 +122,9 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 		}
 	})
 
-	kubeconfig := operatorKubeconfig(t, tmp, inst.namespace, inst.serviceAccount)
+	var secrets secretValues
+	kubeconfig, operatorToken := operatorKubeconfig(t, tmp, inst.namespace, inst.serviceAccount)
+	secrets.add(operatorToken)
 	args := containerArgs(t, find(t, inst.objs, "Deployment", inst.deployment))
 	decisionName := flagValue(args, "--decision-service-name") + "." + inst.namespace + ".svc"
 
@@ -155,6 +157,7 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 
 	// The shortest TokenRequest allows; the sample's maxTokenLifetime is 15m.
 	token := mint(t, "billing", "billing-worker", 600, policy.DefaultAudience("billing", "billing-to-ledger"))
+	secrets.add(token)
 	request := map[string]any{
 		"credential": map[string]any{"token": token},
 		"resource":   map[string]any{"namespace": "ledger", "service": "ledger-api", "name": inst.deniedPath},
@@ -172,6 +175,8 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 	if !bytes.Equal(served[a.name], served[b.name]) {
 		t.Error("the replicas serve different certificates; both should serve the one in sallyport-certs")
 	}
+	checkListeners(t, a, decisionName)
+	secrets.add(checkMetricsAuth(t, a, inst.name)...)
 
 	if inst.crash {
 		a.kill(t)
@@ -201,8 +206,14 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 	})
 
 	// And it rotates tokens: asked to renew, it issues a new one.
+	secrets.addIssued(t, "billing")
 	renewSecretModeToken(t, issued)
+	secrets.addIssued(t, "billing")
 	b.stop(t)
+
+	// No credential handed out or issued during the run appears in what the
+	// operator wrote.
+	assertNothingLeaks(t, secrets, a, b)
 }
 
 // issuedToken is a Secret-mode ConnectionPolicy and the credential ID of
@@ -328,7 +339,7 @@ type replica struct {
 	name                               string
 	dir                                string
 	healthAddr, decisionAddr, grpcAddr string
-	webhookAddr                        string
+	webhookAddr, metricsAddr           string
 	cmd                                *exec.Cmd
 	logs                               *lockedBuffer
 	exited                             chan error
@@ -337,7 +348,7 @@ type replica struct {
 func newReplica(t *testing.T, name, tmp string) *replica {
 	r := &replica{
 		name: name, dir: filepath.Join(tmp, name),
-		healthAddr: freeAddr(t), decisionAddr: freeAddr(t), grpcAddr: freeAddr(t), webhookAddr: freeAddr(t),
+		healthAddr: freeAddr(t), decisionAddr: freeAddr(t), grpcAddr: freeAddr(t), webhookAddr: freeAddr(t), metricsAddr: freeAddr(t),
 		logs: &lockedBuffer{}, exited: make(chan error, 1),
 	}
 	if err := os.MkdirAll(r.dir, 0o700); err != nil {
@@ -363,7 +374,7 @@ func (r *replica) start(t *testing.T, bin string, deploymentArgs []string, kubec
 	args = append(args,
 		"--kubeconfig="+kubeconfig,
 		"--health-probe-bind-address="+r.healthAddr,
-		"--metrics-bind-address=0",
+		"--metrics-bind-address="+r.metricsAddr,
 		"--webhook-host=127.0.0.1",
 		"--webhook-port="+port,
 		"--decision-bind-address="+r.decisionAddr,
@@ -482,7 +493,7 @@ func throughURL(t *testing.T, o *unstructured.Unstructured, base string) *unstru
 // operatorKubeconfig writes a kubeconfig that authenticates as the
 // installed ServiceAccount with a token from the TokenRequest API, as a pod
 // of the Deployment would.
-func operatorKubeconfig(t *testing.T, dir, ns, sa string) string {
+func operatorKubeconfig(t *testing.T, dir, ns, sa string) (path, token string) {
 	t.Helper()
 	tok := mint(t, ns, sa, 3600)
 	cfg := clientcmdapi.NewConfig()
@@ -490,11 +501,11 @@ func operatorKubeconfig(t *testing.T, dir, ns, sa string) string {
 	cfg.AuthInfos["operator"] = &clientcmdapi.AuthInfo{Token: tok}
 	cfg.Contexts["operator"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "operator"}
 	cfg.CurrentContext = "operator"
-	path := filepath.Join(dir, "operator.kubeconfig")
+	path = filepath.Join(dir, "operator.kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return path, tok
 }
 
 // mint returns a token of ns/sa for audiences, valid for seconds.

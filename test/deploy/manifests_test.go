@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sallyport/sallyport/internal/controlplane"
 )
@@ -367,4 +368,72 @@ func flagValue(args []string, name string) string {
 		}
 	}
 	return v
+}
+
+// TestNoWildcardRBAC reads every Role and ClusterRole both installers
+// render, with every optional part on, and refuses a wildcard anywhere in a
+// rule: least privilege is spelt out.
+func TestNoWildcardRBAC(t *testing.T) {
+	installers := map[string][]*unstructured.Unstructured{
+		"config/default": renderConfig(t, "certmanager", "prometheus", "network-policy"),
+		"chart":          renderChart(t, "networkPolicy.enabled=true", "serviceMonitor.enabled=true"),
+	}
+	for name, objs := range installers {
+		roles := 0
+		for _, o := range objs {
+			if o.GetKind() != "Role" && o.GetKind() != "ClusterRole" {
+				continue
+			}
+			roles++
+			for i, r := range rules(t, o) {
+				for field, values := range map[string][]string{
+					"apiGroups": r.APIGroups, "resources": r.Resources, "verbs": r.Verbs,
+					"resourceNames": r.ResourceNames, "nonResourceURLs": r.NonResourceURLs,
+				} {
+					for _, v := range values {
+						if strings.Contains(v, "*") {
+							t.Errorf("%s: %s %s rules[%d].%s holds %q", name, o.GetKind(), o.GetName(), i, field, v)
+						}
+					}
+				}
+			}
+		}
+		if roles == 0 {
+			t.Errorf("%s renders no Role or ClusterRole", name)
+		}
+	}
+}
+
+// TestPodMeetsRestrictedPodSecurity has the API server's PodSecurity
+// admission judge the manager's pod, as each installer renders it, in a
+// namespace that enforces the restricted standard.
+func TestPodMeetsRestrictedPodSecurity(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	createPod := func(spec map[string]any) error {
+		pod := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Pod",
+			"metadata": map[string]any{"name": "manager", "namespace": ns},
+			"spec":     spec,
+		}}
+		return env.Client.Create(ctx, pod, &client.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	}
+	// The control: a privileged pod is refused here.
+	if err := createPod(map[string]any{"containers": []any{map[string]any{
+		"name": "x", "image": "x", "securityContext": map[string]any{"privileged": true},
+	}}}); err == nil {
+		t.Fatal("a privileged pod was admitted: PodSecurity admission is not enforcing in this API server")
+	}
+	for name, d := range map[string]*unstructured.Unstructured{
+		"config/default": find(t, renderConfig(t), "Deployment", "sallyport-controller-manager"),
+		"chart":          find(t, renderChart(t), "Deployment", "sallyport"),
+	} {
+		spec, ok, _ := unstructured.NestedMap(d.Object, "spec", "template", "spec")
+		if !ok {
+			t.Fatalf("%s: the Deployment has no pod template", name)
+		}
+		if err := createPod(spec); err != nil {
+			t.Errorf("%s: the manager's pod does not meet the restricted Pod Security Standard: %v", name, err)
+		}
+	}
 }
