@@ -94,7 +94,11 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 	tmp := t.TempDir()
 	a := newReplica(t, "replica-a", tmp)
 	b := newReplica(t, "replica-b", tmp)
-	webhooks := startProxy(t, a.webhookAddr, b.webhookAddr)
+	webhooks, err := testenv.StartProxy(a.webhookAddr, b.webhookAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(webhooks.Close)
 
 	// Everything but what needs a kubelet (nothing here runs pods: the
 	// Deployment is applied and stays unscheduled) as rendered, except the
@@ -104,7 +108,7 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 	for _, o := range inst.objs {
 		switch o.GetKind() {
 		case "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration":
-			install = append(install, throughURL(t, o, "https://"+webhooks.addr()))
+			install = append(install, throughURL(t, o, "https://"+webhooks.Addr()))
 		default:
 			install = append(install, o)
 		}

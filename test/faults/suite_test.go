@@ -1,0 +1,80 @@
+// Package faults_test injects faults into a running operator on a real API
+// server and checks that it keeps deciding correctly: the link to the API
+// server fails (an outage, or every watch cut at once) while decisions are
+// served.
+package faults_test
+
+import (
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sallyport/sallyport/internal/controlplane"
+	"github.com/sallyport/sallyport/internal/manager"
+	"github.com/sallyport/sallyport/internal/testenv"
+)
+
+// reviewTTL is how long the operator under test reuses a credential review.
+const reviewTTL = 10 * time.Second
+
+var (
+	env       *testenv.Env
+	op        *manager.Operator
+	clientset *kubernetes.Clientset
+	// link is the operator's only way to the API server; the tests cut it.
+	link      *testenv.Proxy
+	decideURL string
+	logPath   string
+)
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
+		env = e
+		cs, err := kubernetes.NewForConfig(e.Config)
+		if err != nil {
+			return nil, err
+		}
+		clientset = cs
+		server, err := url.Parse(e.Config.Host)
+		if err != nil {
+			return nil, err
+		}
+		if link, err = testenv.StartProxy(server.Host); err != nil {
+			return nil, err
+		}
+		opEnv := *e
+		opEnv.Config = rest.CopyConfig(e.Config)
+		opEnv.Config.Host = "https://" + link.Addr()
+
+		addr, err := testenv.FreeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		decideURL = "http://" + addr
+		dir, err := os.MkdirTemp("", "sallyport-faults-")
+		if err != nil {
+			return nil, err
+		}
+		logPath = filepath.Join(dir, "decisions.log")
+		o, stop, err := opEnv.StartOperator(manager.Options{
+			DecisionBindAddress: addr,
+			GRPCBindAddress:     "0",
+			DecisionInsecure:    true,
+			DecisionLog:         logPath,
+			TokenReviewCacheTTL: reviewTTL,
+		})
+		op = o
+		return func() {
+			if stop != nil {
+				stop()
+			}
+			link.Close()
+			_ = os.RemoveAll(dir)
+		}, err
+	})
+}
