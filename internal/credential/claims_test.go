@@ -2,6 +2,7 @@ package credential
 
 import (
 	"encoding/base64"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -131,4 +132,34 @@ func TestParseClaimsOversized(t *testing.T) {
 	} else if _, err := ParseClaims(tok); err != nil {
 		t.Fatalf("token of %d bytes: %v", len(tok), err)
 	}
+}
+
+// FuzzParseClaims feeds arbitrary strings to the claim parser: it never
+// panics, refuses with ErrInvalid, never quotes the token in its error, and
+// what it accepts is three base64url segments whose claims it read.
+func FuzzParseClaims(f *testing.F) {
+	enc := base64.RawURLEncoding.EncodeToString
+	f.Add(enc([]byte(`{"alg":"RS256","kid":"k"}`)) + "." + enc([]byte(`{"aud":["a"],"sub":"system:serviceaccount:ns:sa","iat":1,"exp":2,"jti":"x"}`)) + ".c2ln")
+	f.Add(enc([]byte(`{"alg":"none"}`)) + "." + enc([]byte(`{"aud":"a","exp":1e30}`)) + ".")
+	f.Add("a.b.c")
+	f.Add("..")
+	f.Add(enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"aud":[1,2],"iat":"x"}`)) + ".c2ln")
+	f.Fuzz(func(t *testing.T, token string) {
+		c, err := ParseClaims(token)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			if len(token) >= 8 && strings.Contains(err.Error(), token) {
+				t.Fatalf("error quotes the token: %v", err)
+			}
+			return
+		}
+		if c == nil {
+			t.Fatal("no claims and no error")
+		}
+		if strings.Count(token, ".") != 2 {
+			t.Fatalf("accepted %q, which is not three segments", token)
+		}
+	})
 }

@@ -6,6 +6,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -61,7 +62,15 @@ func Start(o controlplane.Options) (*Env, error) {
 // setup runs first, with the started control plane, to keep it and start what
 // the tests need (a manager, say); the stop it returns runs after the tests,
 // before the control plane stops. Main is meant to be TestMain's whole body.
+//
+// A fuzzing worker process (go test -fuzz starts several) runs only the
+// fuzz target, never a test that needs the control plane, so it starts
+// none: a control plane per worker would stall the fuzzing.
 func Main(m *testing.M, o controlplane.Options, setup func(*Env) (stop func(), err error)) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	env, err := Start(o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
