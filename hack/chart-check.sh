@@ -29,6 +29,16 @@ for kind in ServiceMonitor NetworkPolicy; do
 done
 grep -q 'failurePolicy: Ignore' "$tmp/custom.yaml" || { echo "chart-check: webhooks.policyFailurePolicy did not apply" >&2; exit 1; }
 
+echo "chart-check: helm template with certManager.enabled"
+helm template sallyport "$chart" --namespace sallyport-system --set certManager.enabled=true >"$tmp/certmanager.yaml"
+for want in '^kind: Certificate$' '^kind: Issuer$' 'cert-manager.io/inject-ca-from: sallyport-system/sallyport-serving-cert' '--cert-management=external'; do
+	grep -q -e "$want" "$tmp/certmanager.yaml" || { echo "chart-check: certManager.enabled renders no $want" >&2; exit 1; }
+done
+if grep -q -e '--cert-management=self' -e 'sallyport-certs' "$tmp/certmanager.yaml"; then
+	echo "chart-check: certManager.enabled still renders the self-managed certificates' flags or RBAC" >&2
+	exit 1
+fi
+
 echo "chart-check: the values schema refuses bad values"
 for bad in webhooks.policyFailurePolicy=Sometimes replicaCount=0 ports.decision=70000 unknownKey=1; do
 	if helm template sallyport "$chart" --set "$bad" >/dev/null 2>&1; then

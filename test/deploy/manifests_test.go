@@ -189,9 +189,12 @@ func TestConfigDefaultIsAccepted(t *testing.T) {
 // renders, with its defaults and with the optional parts on.
 func TestChartIsAccepted(t *testing.T) {
 	dryRun(t, renderChart(t))
-	objs := renderChart(t, "networkPolicy.enabled=true", "serviceMonitor.enabled=true", "replicaCount=3")
-	if kinds(objs)["NetworkPolicy"] != 1 || kinds(objs)["ServiceMonitor"] != 1 {
-		t.Errorf("the chart with networkPolicy and serviceMonitor enabled renders %v", kinds(objs))
+	objs := renderChart(t, "networkPolicy.enabled=true", "serviceMonitor.enabled=true", "replicaCount=3", "certManager.enabled=true")
+	if k := kinds(objs); k["NetworkPolicy"] != 1 || k["ServiceMonitor"] != 1 || k["Certificate"] != 1 || k["Issuer"] != 1 {
+		t.Errorf("the chart with networkPolicy, serviceMonitor and certManager enabled renders %v", k)
+	}
+	if v := flagValue(containerArgs(t, find(t, objs, "Deployment", "sallyport")), "--cert-management"); v != "external" {
+		t.Errorf("with certManager.enabled the chart runs --cert-management=%s, want external", v)
 	}
 	dryRun(t, objs)
 }
