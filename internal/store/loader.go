@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -167,8 +168,29 @@ func (l *Loader) handler(kind Kind) toolscache.ResourceEventHandler {
 		}
 	}
 	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { enqueue(obj, false) },
-		UpdateFunc: func(_, obj any) { enqueue(obj, false) },
+		AddFunc: func(obj any) { enqueue(obj, false) },
+		UpdateFunc: func(old, obj any) {
+			if unchanged(kind, old, obj) {
+				return
+			}
+			enqueue(obj, false)
+		},
 		DeleteFunc: func(obj any) { enqueue(obj, true) },
 	}
+}
+
+// unchanged reports whether an update changes nothing the builder reads: the
+// same UID, generation and labels of a policy (a status write, an annotation),
+// or the same labels of a namespace. Skipping it spares every replica a
+// rebuild of the whole snapshot for each status patch the leader makes.
+func unchanged(kind Kind, oldObj, newObj any) bool {
+	o, ok1 := oldObj.(client.Object)
+	n, ok2 := newObj.(client.Object)
+	if !ok1 || !ok2 {
+		return false
+	}
+	if !maps.Equal(o.GetLabels(), n.GetLabels()) {
+		return false
+	}
+	return kind == kindNamespace || (o.GetUID() == n.GetUID() && o.GetGeneration() == n.GetGeneration())
 }
