@@ -14,12 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,7 +198,10 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c.Workers, MaxConnsPerHost: c.Workers}}
 	res := &Result{ByKind: map[string]int64{}, Reasons: map[string]int64{}, Extra: map[string]float64{}}
 	var mu sync.Mutex
-	var latencies []time.Duration
+	// A fixed histogram, not a slice of samples: the soak's own memory
+	// must not grow with the number of requests, or it would hide (or
+	// fake) a leak of the operator's.
+	var latencies histogram
 	record := func(k *kind, ans answer, err error, lat time.Duration, measured bool) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -219,7 +222,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			}
 		}
 		if measured {
-			latencies = append(latencies, lat)
+			latencies.add(lat)
 		}
 	}
 
@@ -299,12 +302,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	res.Extra["freshTokensMissed"] = float64(s.freshMissed.Load())
 	stopMinter()
 
-	slices.Sort(latencies)
-	if n := len(latencies); n > 0 {
-		res.LatencyP50 = latencies[n/2].String()
-		res.LatencyP99 = latencies[n*99/100].String()
-		res.LatencyMax = latencies[n-1].String()
-	}
+	res.LatencyP50 = latencies.quantile(0.50).String()
+	res.LatencyP99 = latencies.quantile(0.99).String()
+	res.LatencyMax = latencies.max.String()
 
 	// Stopping the operator flushes the decision log.
 	stop()
@@ -494,4 +494,39 @@ func mint(ctx context.Context, cs *kubernetes.Clientset, s *scenario, perSecond 
 		default:
 		}
 	}
+}
+
+// histogram counts durations in buckets 2% apart (from 1 µs), so a quantile
+// is within 2% of the exact value, in fixed memory.
+type histogram struct {
+	counts [1200]int64
+	n      int64
+	max    time.Duration
+}
+
+const histogramGrowth = 1.02
+
+func (h *histogram) add(d time.Duration) {
+	i := 0
+	if us := float64(d) / float64(time.Microsecond); us > 1 {
+		i = min(int(math.Log(us)/math.Log(histogramGrowth))+1, len(h.counts)-1)
+	}
+	h.counts[i]++
+	h.n++
+	h.max = max(h.max, d)
+}
+
+// quantile returns the upper bound of the bucket holding the q-quantile.
+func (h *histogram) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := int64(math.Ceil(q * float64(h.n)))
+	var seen int64
+	for i, c := range h.counts {
+		if seen += c; seen >= rank {
+			return min(time.Duration(math.Pow(histogramGrowth, float64(i))*float64(time.Microsecond)), h.max)
+		}
+	}
+	return h.max
 }

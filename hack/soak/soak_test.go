@@ -35,3 +35,16 @@ func TestSoakSmoke(t *testing.T) {
 	}
 	t.Logf("capacity %.0f/s, %d requests, p99 %s", res.CapacityPerSecond, res.Requests, res.LatencyP99)
 }
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Millisecond)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 500 * time.Millisecond, 0.99: 990 * time.Millisecond, 1: time.Second} {
+		got := h.quantile(q)
+		if got < want || float64(got) > float64(want)*1.021 {
+			t.Errorf("quantile(%v) = %s, want %s within 2%%", q, got, want)
+		}
+	}
+}

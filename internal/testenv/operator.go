@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -37,7 +38,11 @@ func (e *Env) StartOperator(o manager.Options) (op *manager.Operator, stop func(
 			o.WebhookCertPath = wh.LocalServingCertDir
 		}
 	}
-	log := zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true))
+	var out io.Writer = os.Stderr
+	if e.OperatorLog != nil {
+		out = e.OperatorLog
+	}
+	log := zap.New(zap.WriteTo(out), zap.UseDevMode(true))
 	ctx, cancel := context.WithCancel(context.Background())
 	op, err = manager.New(ctx, e.Config, o, log)
 	if err != nil {

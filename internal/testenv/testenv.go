@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -30,6 +31,10 @@ type Env struct {
 	*envtest.Environment
 	Config *rest.Config
 	Client client.Client
+	// OperatorLog, when set, receives the log of operators StartOperator
+	// starts (tests scan it for leaked credentials); default standard
+	// error.
+	OperatorLog io.Writer
 }
 
 // Start starts a control plane with sallyport's CRDs, and its webhooks when

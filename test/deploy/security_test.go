@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 var netDialer = net.Dialer{Timeout: 5 * time.Second}
@@ -195,8 +194,10 @@ func (s *secretValues) addIssued(t *testing.T, ns string) {
 // in the API server.
 func assertNothingLeaks(t *testing.T, secrets secretValues, replicas ...*replica) {
 	t.Helper()
-	ctx := context.Background()
-	sources := map[string]string{}
+	sources, err := testenv.ClusterText(context.Background(), env.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range replicas {
 		sources[r.name+" log"] = r.logs.String()
 		raw, err := os.ReadFile(filepath.Join(r.dir, "decisions.log"))
@@ -208,49 +209,10 @@ func assertNothingLeaks(t *testing.T, secrets secretValues, replicas ...*replica
 		}
 		sources[r.name+" decision log"] = string(raw)
 	}
-	events, err := clientset.EventsV1().Events("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sources["Events"] = mustJSON(t, events)
-	coreEvents, err := clientset.CoreV1().Events("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sources["core Events"] = mustJSON(t, coreEvents)
-	var cps v1alpha1.ConnectionPolicyList
-	var rps v1alpha1.ResourcePolicyList
-	if err := env.Client.List(ctx, &cps); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.List(ctx, &rps); err != nil {
-		t.Fatal(err)
-	}
-	sources["ConnectionPolicies"], sources["ResourcePolicies"] = mustJSON(t, cps), mustJSON(t, rps)
-
 	if len(secrets) == 0 {
 		t.Fatal("no credentials to look for")
 	}
-	for _, s := range secrets {
-		needles := []string{s}
-		if parts := strings.Split(s, "."); len(parts) == 3 {
-			needles = append(needles, parts[2]) // the signature alone
-		}
-		for name, text := range sources {
-			for _, n := range needles {
-				if strings.Contains(text, n) {
-					t.Errorf("a credential (%d bytes, ending %q) appears in %s", len(s), s[len(s)-6:], name)
-				}
-			}
-		}
+	for _, leak := range testenv.Leaks(secrets, sources) {
+		t.Error(leak)
 	}
-}
-
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(fmt.Errorf("marshal %T: %w", v, err))
-	}
-	return string(raw)
 }

@@ -83,7 +83,7 @@ func (f *fixture) token(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out.Status.Token
+	return minted.add(out.Status.Token)
 }
 
 func (f *fixture) decide(t *testing.T, token, path string) testenv.Answer {

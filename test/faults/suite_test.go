@@ -5,9 +5,12 @@
 package faults_test
 
 import (
+	"bytes"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +33,48 @@ var (
 	link      *testenv.Proxy
 	decideURL string
 	logPath   string
+	// operatorLog keeps the operator's log; minted keeps every token the
+	// tests minted. TestZNoCredentialLeaks looks for the one in the other.
+	operatorLog lockedBuffer
+	minted      mintedTokens
 )
+
+// lockedBuffer is a buffer the operator writes while a test may read.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// mintedTokens records tokens as they are minted.
+type mintedTokens struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (m *mintedTokens) add(tok string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tokens = append(m.tokens, tok)
+	return tok
+}
+
+func (m *mintedTokens) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.tokens...)
+}
 
 func TestMain(m *testing.M) {
 	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
@@ -48,6 +92,7 @@ func TestMain(m *testing.M) {
 			return nil, err
 		}
 		opEnv := *e
+		opEnv.OperatorLog = io.MultiWriter(os.Stderr, &operatorLog)
 		opEnv.Config = rest.CopyConfig(e.Config)
 		opEnv.Config.Host = "https://" + link.Addr()
 
