@@ -48,6 +48,18 @@ type parser struct {
 	// goes on after it so that a later syntax error still wins, as it did
 	// when encoding/json checked the syntax of the whole value first.
 	err error
+	// scopeRoom, when set, is where the request's scopes go if they fit.
+	scopeRoom *[inlineScopes]string
+}
+
+// inlineScopes is how many scopes a request holds without an allocation of
+// their own: requests carry one or two.
+const inlineScopes = 2
+
+// requestAlloc is a request and room for its scopes in one allocation.
+type requestAlloc struct {
+	req    decision.Request
+	scopes [inlineScopes]string
 }
 
 // fail records a semantic error; the first one is reported.
@@ -63,7 +75,12 @@ func parseDecideRequest(body string) (*decision.Request, error) {
 	if !p.ws() {
 		return nil, &badRequest{Field: "body", Msg: "empty; a JSON object is required"}
 	}
-	req := new(decision.Request)
+	// The scopes share the request's allocation: one allocation fewer per
+	// request, at the price that a caller keeping only the scopes keeps
+	// the (small) Request's memory too.
+	ra := new(requestAlloc)
+	req := &ra.req
+	p.scopeRoom = &ra.scopes
 	var err error
 	switch p.s[p.i] {
 	case '{':
@@ -276,7 +293,14 @@ func (p *parser) scopes(req *decision.Request) error {
 	if err != nil {
 		return err
 	}
-	// [] is an empty, non-nil list, as encoding/json made it.
+	// [] is an empty, non-nil list, as encoding/json made it. The slice's
+	// capacity is its length either way, so an append by a caller copies
+	// rather than writing into the room.
+	if p.scopeRoom != nil && len(list) <= len(p.scopeRoom) {
+		n := copy(p.scopeRoom[:], list)
+		req.Scopes = p.scopeRoom[:n:n]
+		return nil
+	}
 	req.Scopes = make([]string, len(list))
 	copy(req.Scopes, list)
 	return nil

@@ -8,13 +8,25 @@ import (
 	"github.com/sallyport/sallyport/api/v1alpha1"
 )
 
+// conditionsIn says which pairs of a benchmark store carry CEL conditions.
+type conditionsIn int
+
+const (
+	noConditions conditionsIn = iota
+	// firstPair: only the pair the request targets, so that a large store
+	// compiles quickly.
+	firstPair
+	// everyPair: every pair, as a store of real policies would.
+	everyPair
+)
+
 // benchFixture loads n ConnectionPolicies and n ResourcePolicies, each pair
 // in its own namespace with its own audience and service, and returns an
 // engine with a fake authenticator that answers like a warm review cache,
-// and an allowed request for pair 0. Pair 0 carries what a typical policy
-// has: a Deny rule that does not match, an Allow rule before the one that
-// matches, and, with conditions set, conditions on both gates.
-func benchFixture(b *testing.B, n int, conditions bool) (*Engine, *Request) {
+// and an allowed request for pair 0. Every pair carries what a typical
+// policy has: a Deny rule that does not match, an Allow rule before the one
+// that matches, and, as cond says, conditions on both gates.
+func benchFixture(b *testing.B, n int, cond conditionsIn) (*Engine, *Request) {
 	b.Helper()
 	conns := make([]*v1alpha1.ConnectionPolicy, 0, n)
 	res := make([]*v1alpha1.ResourcePolicy, 0, n)
@@ -29,7 +41,7 @@ func benchFixture(b *testing.B, n int, conditions bool) (*Engine, *Request) {
 				Scopes: scopes("ledger.read"), Connections: []v1alpha1.ConnectionRef{{Namespace: ns, Name: "client"}}},
 		}
 		var connWhen v1alpha1.Expression
-		if i == 0 && conditions {
+		if cond == everyPair || (cond == firstPair && i == 0) {
 			connWhen = `connection.age < duration("1h")`
 			rules[2].When = `request.attributes["sourceIP"].startsWith("10.")`
 		}
@@ -57,9 +69,9 @@ func benchFixture(b *testing.B, n int, conditions bool) (*Engine, *Request) {
 }
 
 func BenchmarkDecide(b *testing.B) {
-	for _, n := range []int{10, 1_000, 10_000} {
+	for _, n := range []int{10, 100, 1_000, 10_000} {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
-			e, req := benchFixture(b, n, true)
+			e, req := benchFixture(b, n, firstPair)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -74,7 +86,7 @@ func BenchmarkDecide(b *testing.B) {
 // BenchmarkDecideWithoutConditions is the engine's own cost: the same
 // request against policies without CEL conditions.
 func BenchmarkDecideWithoutConditions(b *testing.B) {
-	e, req := benchFixture(b, 10, false)
+	e, req := benchFixture(b, 10, noConditions)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -85,7 +97,7 @@ func BenchmarkDecideWithoutConditions(b *testing.B) {
 }
 
 func BenchmarkDecideParallel(b *testing.B) {
-	e, req := benchFixture(b, 1_000, true)
+	e, req := benchFixture(b, 1_000, firstPair)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -96,6 +108,27 @@ func BenchmarkDecideParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecideScale is the scale run's decision latency (docs/benchmarks.md,
+// "Scale"): like BenchmarkDecide, but every pair of the store carries its
+// CEL conditions, so the store holds n compiled ConnectionPolicies and n
+// ResourcePolicies with their programs, and the collector has all of them
+// to scan. Loading 10,000 pairs takes several seconds.
+func BenchmarkDecideScale(b *testing.B) {
+	for _, n := range []int{10, 100, 1_000, 10_000} {
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			e, req := benchFixture(b, n, everyPair)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if d := e.Decide(ctx, req); !d.Allowed {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
 }
 
 func BenchmarkCanonicalPath(b *testing.B) {

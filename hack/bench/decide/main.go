@@ -1,24 +1,29 @@
 // Command decide serves sallyport's real decision API handler for load runs
 // (see hack/bench/run.sh and docs/benchmarks.md): the real DecisionServer
-// handler, the real engine, a store compiled by the real policy compiler,
-// the real CachingAuthenticator and the real decision log. Only the two
-// things that would need an API server are fakes: the Verifier (which parses
-// the token's claims with credential.ParseClaims and checks its times, but
-// skips the RSA signature) and the TokenReviewer (which authenticates one
-// known token). Both are reached only on a credential-cache miss: the first
-// request and then once per cache TTL (10 s), as in production with a warm
-// review cache; every other request is a cache hit.
+// handler and, with -grpc-addr, the real Envoy ext_authz server on the same
+// DecisionServer, with the real engine, a store compiled by the real policy
+// compiler, the real CachingAuthenticator, the real KeySet verifying the
+// token's RS256 signature, and the real decision log. Only the
+// TokenReviewer, which would need an API server, is a fake (it
+// authenticates one known token), and the KeySet reads its key from memory
+// instead of the API server's discovery endpoint. Both are reached only on
+// a credential-cache miss: the first request and then once per cache TTL
+// (10 s), as in production with a warm review cache; every other request
+// is a cache hit.
+//
+// The token is signed with an RSA key made at start. With -opa-dir the
+// command also writes what OPA needs to decide the same request against
+// the same policies (see hack/bench/opa): the policies as data, the public
+// key, and the request as OPA input.
 //
 // It prints the request body a load generator should send (or writes it to
-// -body-file), serves plain HTTP on a loopback address until SIGINT or
-// SIGTERM, and then prints the decision counters it served to stderr.
+// -body-file), serves plain HTTP (and gRPC) on loopback addresses until
+// SIGINT or SIGTERM, and then prints the decision counters it served to
+// stderr.
 package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,18 +40,16 @@ import (
 	"syscall"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr/funcr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
-	"github.com/sallyport/sallyport/internal/policy"
-	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/webhook"
 )
 
@@ -64,6 +67,10 @@ type flags struct {
 	logMode        string
 	bodyFile       string
 	cpuProfile     string
+	grpcAddr       string
+	grpcAddrFile   string
+	opaDir         string
+	allocProfile   string
 }
 
 func parseFlags() *flags {
@@ -75,6 +82,10 @@ func parseFlags() *flags {
 	flag.StringVar(&f.logMode, "decision-log-mode", string(decisionlog.ModeBlock), "decision log mode: block or drop")
 	flag.StringVar(&f.bodyFile, "body-file", "", "write the benchmark request body to this `file` instead of stdout")
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this `file` (stopped on SIGINT/SIGTERM)")
+	flag.StringVar(&f.allocProfile, "allocprofile", "", "write an allocation profile (pprof allocs) to this `file` on SIGINT/SIGTERM")
+	flag.StringVar(&f.grpcAddr, "grpc-addr", "", "also serve Envoy ext_authz (gRPC, plain HTTP/2) on this loopback `host:port`; empty: no gRPC")
+	flag.StringVar(&f.grpcAddrFile, "grpc-addr-file", "", "write the gRPC address actually listened on to this `file` once serving")
+	flag.StringVar(&f.opaDir, "opa-dir", "", "write OPA's data, key and input for the same policies and request into this `directory` (see hack/bench/opa)")
 	flag.Parse()
 	return f
 }
@@ -104,7 +115,7 @@ func run() error {
 	defer closeOut()
 	dlog := decisionlog.New(out, decisionlog.Options{Mode: mode})
 
-	verifier := &fakeVerifier{token: fx.token}
+	verifier := &countingVerifier{v: credential.NewKeySet(fx.keys, credential.KeySetOptions{Log: logger.WithName("keys")})}
 	reviewer := &fakeReviewer{token: fx.token, user: fx.user, credentialID: "JTI=" + fx.jti, pod: fx.pod}
 	// The operator's options: only the cache TTL is configurable there, and
 	// its default is what runs here.
@@ -119,6 +130,11 @@ func run() error {
 	}
 	if err := writeBody(f.bodyFile, fx.body); err != nil {
 		return err
+	}
+	if f.opaDir != "" {
+		if err := writeOPA(f.opaDir, fx); err != nil {
+			return err
+		}
 	}
 
 	ds := webhook.NewDecisionServer(webhook.DecisionServerOptions{BindAddress: f.addr, Insecure: true},
@@ -145,7 +161,22 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	var grpcSrv *grpc.Server
+	if f.grpcAddr != "" {
+		gln, err := listenLoopback(f.grpcAddr)
+		if err != nil {
+			return fmt.Errorf("gRPC: %w", err)
+		}
+		grpcSrv = newGRPCServer(webhook.NewExtAuthzServer(webhook.ExtAuthzOptions{BindAddress: f.grpcAddr, Insecure: true},
+			ds, logger.WithName("ext-authz")))
+		go func() { errc <- grpcSrv.Serve(gln) }()
+		defer grpcSrv.Stop()
+		if err := writeAddr(f.grpcAddrFile, gln.Addr().String()); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "decide: serving Envoy ext_authz (gRPC) on %s\n", gln.Addr())
+	}
 	go func() { errc <- srv.Serve(ln) }()
 	if err := writeAddr(f.addrFile, ln.Addr().String()); err != nil {
 		_ = srv.Close()
@@ -164,182 +195,23 @@ func run() error {
 	if err := srv.Shutdown(shutdown); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	if grpcSrv != nil {
+		grpcSrv.GracefulStop()
+	}
+	if f.allocProfile != "" {
+		if err := writeAllocProfile(f.allocProfile); err != nil {
+			return err
+		}
+	}
 	if err := dlog.Close(); err != nil {
 		return fmt.Errorf("close decision log: %w", err)
 	}
 	if err := dlog.Err(); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "decide: verifier calls %d, token reviews %d\n", verifier.calls.Load(), reviewer.calls.Load())
+	fmt.Fprintf(os.Stderr, "decide: signature verifications %d, token reviews %d\n", verifier.calls.Load(), reviewer.calls.Load())
 	printCounters(os.Stderr)
 	return nil
-}
-
-// fixture is the store, the token and the request of a run.
-type fixture struct {
-	store   *store.Store
-	token   string
-	jti     string
-	user    string
-	pod     string
-	request *decision.Request
-	body    []byte
-}
-
-// newFixture compiles n ConnectionPolicies and n ResourcePolicies, one pair
-// per namespace team-NNNNN, each ConnectionPolicy with its own (default)
-// audience, and returns the token and the request for pair n/2.
-//
-// Each pair is what a typical policy looks like, and the same shape as the
-// engine benchmark (internal/decision/bench_test.go): the ConnectionPolicy
-// reaches class ledger with two scopes and has a CEL condition; the
-// ResourcePolicy has a Deny rule that does not match the request, an Allow
-// rule before the one that matches, and the matching rule has a CEL
-// condition over the request's attributes.
-func newFixture(n int, now time.Time) (*fixture, error) {
-	b := store.NewBuilder(policy.NewCompiler(policy.CompilerOptions{}))
-	created := metav1.NewTime(now.Add(-24 * time.Hour))
-	for i := range n {
-		ns := fmt.Sprintf("team-%05d", i)
-		cp := &v1alpha1.ConnectionPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client", UID: types.UID(ns + "/client"), Generation: 1, CreationTimestamp: created},
-			Spec: v1alpha1.ConnectionPolicySpec{
-				ServiceAccountName: "worker",
-				MaxTokenLifetime:   metav1.Duration{Duration: time.Hour},
-				Reach: []v1alpha1.Reach{{
-					Class: "ledger", Scopes: []v1alpha1.Scope{"ledger.read", "ledger.write"},
-					MaxClassification: v1alpha1.ClassificationConfidential,
-				}},
-				When: `connection.age < duration("1h")`,
-			},
-		}
-		if err := b.UpsertConnection(cp); err != nil {
-			return nil, fmt.Errorf("compile ConnectionPolicy %s/client: %w", ns, err)
-		}
-		client := []v1alpha1.ConnectionRef{{Namespace: ns, Name: "client"}}
-		rp := &v1alpha1.ResourcePolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api", UID: types.UID(ns + "/api"), Generation: 1, CreationTimestamp: created},
-			Spec: v1alpha1.ResourcePolicySpec{
-				Service: "api", Class: "ledger", Classification: v1alpha1.ClassificationInternal,
-				Rules: []v1alpha1.Rule{
-					{Name: "no-archive-delete", Effect: v1alpha1.EffectDeny, Actions: []string{"DELETE"}, Resources: []string{"/archive/**"}},
-					{Name: "write", Effect: v1alpha1.EffectAllow, Actions: []string{"PUT", "POST"}, Resources: []string{"/entries/*"},
-						Scopes: []v1alpha1.Scope{"ledger.write"}, Connections: client},
-					{Name: "read", Effect: v1alpha1.EffectAllow, Actions: []string{"GET"}, Resources: []string{"/entries/*", "/reports/**"},
-						Scopes: []v1alpha1.Scope{"ledger.read"}, Connections: client,
-						When: `request.attributes["sourceIP"].startsWith("10.")`},
-				},
-			},
-		}
-		if err := b.UpsertResource(rp); err != nil {
-			return nil, fmt.Errorf("compile ResourcePolicy %s/api: %w", ns, err)
-		}
-	}
-	st := store.New()
-	st.Publish(b.Build(), true)
-
-	target := fmt.Sprintf("team-%05d", n/2)
-	aud := policy.DefaultAudience(target, "client")
-	if _, ok := st.Snapshot().ConnectionByAudience(v1alpha1.EnforcementEnforce, aud); !ok {
-		return nil, fmt.Errorf("no ConnectionPolicy holds audience %q", aud)
-	}
-	fx := &fixture{store: st, jti: "5f0c7a52-3b1e-4f5d-9a43-bench0000001", user: policy.Identity(target, "worker"), pod: "worker-7d9f8c6b5-x2x4q"}
-	tok, err := serviceAccountToken(aud, target, "worker", fx.pod, fx.jti, now)
-	if err != nil {
-		return nil, err
-	}
-	fx.token = tok
-	fx.request = &decision.Request{
-		Token:      tok,
-		Target:     decision.Target{Namespace: target, Service: "api", Name: "/reports/2026/q1"},
-		Action:     "GET",
-		Scopes:     []string{"ledger.read"},
-		Attributes: map[string]string{"sourceIP": "10.1.2.3"},
-	}
-	type resource struct {
-		Namespace string `json:"namespace"`
-		Service   string `json:"service"`
-		Name      string `json:"name"`
-	}
-	body, err := json.Marshal(struct {
-		Credential struct {
-			Token string `json:"token"`
-		} `json:"credential"`
-		Resource   resource          `json:"resource"`
-		Action     string            `json:"action"`
-		Scopes     []string          `json:"scopes"`
-		Attributes map[string]string `json:"attributes"`
-	}{
-		Credential: struct {
-			Token string `json:"token"`
-		}{tok},
-		Resource:   resource{Namespace: target, Service: "api", Name: fx.request.Target.Name},
-		Action:     fx.request.Action,
-		Scopes:     fx.request.Scopes,
-		Attributes: fx.request.Attributes,
-	})
-	if err != nil {
-		return nil, err
-	}
-	fx.body = body
-	return fx, nil
-}
-
-// serviceAccountToken returns a token shaped like a projected
-// service-account token of the API server (RS256 header with a key ID, the
-// kubernetes.io claims, a 2048-bit-sized signature), about as large as a
-// real one. The signature is random bytes: the fake verifier does not check
-// it. Issued two minutes ago, valid for 45 more.
-func serviceAccountToken(aud, ns, sa, pod, jti string, now time.Time) (string, error) {
-	enc := base64.RawURLEncoding
-	header, err := json.Marshal(map[string]string{"alg": "RS256", "kid": "q0bC2k8mH1x4rYtV3nLwS9fJdE6gP7aZ-uIoKcNsQeM"})
-	if err != nil {
-		return "", err
-	}
-	claims, err := json.Marshal(map[string]any{
-		"aud": []string{aud},
-		"exp": now.Add(45 * time.Minute).Unix(),
-		"iat": now.Add(-2 * time.Minute).Unix(),
-		"nbf": now.Add(-2 * time.Minute).Unix(),
-		"iss": "https://kubernetes.default.svc.cluster.local",
-		"jti": jti,
-		"sub": policy.Identity(ns, sa),
-		"kubernetes.io": map[string]any{
-			"namespace":      ns,
-			"node":           map[string]string{"name": "node-1", "uid": "6f1d2a9e-3c41-4b7a-8e0d-1f2a3b4c5d6e"},
-			"pod":            map[string]string{"name": pod, "uid": "0b8f4c2e-7a6d-4e5f-9c1b-2d3e4f5a6b7c"},
-			"serviceaccount": map[string]string{"name": sa, "uid": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b"},
-		},
-	})
-	if err != nil {
-		return "", err
-	}
-	sig := make([]byte, 256)
-	_, _ = rand.Read(sig)
-	return enc.EncodeToString(header) + "." + enc.EncodeToString(claims) + "." + enc.EncodeToString(sig), nil
-}
-
-// fakeVerifier accepts one token: it parses the claims and checks the
-// validity period like the real KeySet, without the signature.
-type fakeVerifier struct {
-	token string
-	calls atomic.Int64
-}
-
-func (v *fakeVerifier) Verify(_ context.Context, token string) (*credential.Claims, error) {
-	v.calls.Add(1)
-	if token != v.token {
-		return nil, fmt.Errorf("%w: not the benchmark token", credential.ErrInvalid)
-	}
-	c, err := credential.ParseClaims(token)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	if now.Before(c.NotBefore) || !now.Before(c.ExpiresAt) {
-		return nil, fmt.Errorf("%w: outside its validity period", credential.ErrInvalid)
-	}
-	return c, nil
 }
 
 // fakeReviewer authenticates one token as the API server would: for the
@@ -434,6 +306,35 @@ func newServer(h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 	}
+}
+
+// writeAllocProfile writes the allocations made since the start (sampled,
+// as runtime.MemProfileRate says) to path.
+func writeAllocProfile(path string) error {
+	pf, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
+		_ = pf.Close()
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	if err := pf.Close(); err != nil {
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	return nil
+}
+
+// newGRPCServer returns a gRPC server with ExtAuthzServer.Start's settings
+// serving ext. ExtAuthzServer.Start is not used because it listens itself
+// and does not say on which port.
+func newGRPCServer(ext *webhook.ExtAuthzServer) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(webhook.DefaultMaxBodyBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	authv3.RegisterAuthorizationServer(srv, ext)
+	return srv
 }
 
 // writeAddr writes addr to path atomically, so a reader never sees half
