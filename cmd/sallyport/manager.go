@@ -14,6 +14,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/certs"
 	"github.com/sallyport/sallyport/internal/decisionlog"
+	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/internal/manager"
 	"github.com/sallyport/sallyport/internal/version"
 )
@@ -96,6 +97,9 @@ func runManager(args []string) int {
 
 	log := zap.New(zap.UseFlagOptions(&zapOpts))
 	log.Info("Starting sallyport", "version", version.Get().String())
+	if gc := gctune.Apply(); gc != (gctune.Settings{}) {
+		log.Info("Tuned the garbage collector for the decision path (GOGC and GOMEMLIMIT override)", "gcPercent", gc.GCPercent, "memoryLimitBytes", gc.MemoryLimit)
+	}
 	cfg, err := config.GetConfig()
 	if err != nil {
 		log.Error(err, "Could not load a kubeconfig")

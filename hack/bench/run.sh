@@ -39,6 +39,12 @@
 #                      ~/.cache/sallyport), outside the repository, once
 #   GRPC=1             measure sallyport's ext_authz (gRPC) too
 #   SCALE=0            1 runs phase 5 (a few minutes)
+#   PIN=0              1 runs every server (floor, sallyport, OPA) on CPU 0
+#                      with GOMAXPROCS=1, and leaves the other CPUs to the
+#                      load generators: on a 2-core machine the generator
+#                      otherwise competes with the server it measures, and
+#                      the latency tail is the generator's as much as the
+#                      server's. Throughputs are then one core's.
 #   RESULTS_DIR=       if set, raw outputs and the CPU profiles are kept there
 #
 # The saturation and half-load tables are printed again at the end.
@@ -63,6 +69,7 @@ BENCH_COUNT=${BENCH_COUNT:-1}
 OPA=${OPA:-1}
 GRPC=${GRPC:-1}
 SCALE=${SCALE:-0}
+PIN=${PIN:-0}
 OPA_VERSION=v1.22.4 # pinned: docs/benchmarks.md records results against it
 SALLYPORT_CACHE_DIR=${SALLYPORT_CACHE_DIR:-$HOME/.cache/sallyport}
 RESULTS_DIR=${RESULTS_DIR:-}
@@ -72,6 +79,13 @@ die() {
 	exit 1
 }
 say() { printf '\n== %s\n' "$*"; }
+
+# pin: the command prefix that puts a server on CPU 0 alone (PIN=1).
+pin=()
+if [[ $PIN == 1 ]]; then
+	command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
+	pin=(env GOMAXPROCS=1 taskset -c 0)
+fi
 
 case $DECISION_LOG in
 file | discard) ;;
@@ -153,7 +167,7 @@ start() {
 	local name=$1 bin=$2
 	shift 2
 	rm -f "$tmp/$name.addr"
-	"$bin" -addr 127.0.0.1:0 -addr-file "$tmp/$name.addr" "$@" 2>"$tmp/$name.log" &
+	"${pin[@]}" "$bin" -addr 127.0.0.1:0 -addr-file "$tmp/$name.addr" "$@" 2>"$tmp/$name.log" &
 	local pid=$!
 	pids+=("$pid")
 	local i
@@ -240,7 +254,7 @@ if [[ $OPA == 1 ]]; then
 	# evaluation values (--optimize-store-for-read-speed: 10-20% less CPU
 	# per decision in opa bench here).
 	opa_port=$(free_port)
-	"$opa_bin" run --server --addr "127.0.0.1:$opa_port" --log-level error --optimize-store-for-read-speed \
+	"${pin[@]}" "$opa_bin" run --server --addr "127.0.0.1:$opa_port" --log-level error --optimize-store-for-read-speed \
 		hack/bench/opa/policy.rego "$tmp/opa/data.json" 2>"$tmp/opa.log" &
 	opa_pid=$!
 	pids+=("$opa_pid")

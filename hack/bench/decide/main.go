@@ -50,6 +50,7 @@ import (
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
+	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/webhook"
 )
 
@@ -87,6 +88,9 @@ func parseFlags() *flags {
 	flag.StringVar(&f.grpcAddrFile, "grpc-addr-file", "", "write the gRPC address actually listened on to this `file` once serving")
 	flag.StringVar(&f.opaDir, "opa-dir", "", "write OPA's data, key and input for the same policies and request into this `directory` (see hack/bench/opa)")
 	flag.Parse()
+	// The collector as the operator sets it (GOGC=400 unless GOGC is set),
+	// for the floor as for sallyport: any Go decision service can.
+	gctune.Apply()
 	return f
 }
 

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/gctune"
 )
 
 // request is the body of POST /v1/decide.
@@ -104,6 +106,9 @@ func main() {
 	addrFile := flag.String("addr-file", "", "write the address actually listened on to this `file` once serving")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this `file` (stopped on SIGINT/SIGTERM)")
 	flag.Parse()
+	// The collector as the operator sets it (GOGC=400 unless GOGC is set),
+	// for the floor as for sallyport: any Go decision service can.
+	gctune.Apply()
 	if err := run(*addr, *addrFile, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
