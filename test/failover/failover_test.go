@@ -4,8 +4,11 @@
 package failover_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +46,47 @@ func TestMain(m *testing.M) {
 // overlap is how long a replaced token stays valid: long enough that "not
 // revoked before the overlap" is observable, short enough to wait for.
 const overlap = 20 * time.Second
+
+// recordingRequester mints real tokens and keeps them, for the leak scan.
+type recordingRequester struct {
+	next   token.Requester
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (r *recordingRequester) CreateToken(ctx context.Context, ns, sa string, req *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
+	out, err := r.next.CreateToken(ctx, ns, sa, req)
+	if err == nil {
+		r.mu.Lock()
+		r.tokens = append(r.tokens, out.Status.Token)
+		r.mu.Unlock()
+	}
+	return out, err
+}
+
+func (r *recordingRequester) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.tokens...)
+}
+
+// lockedBuffer keeps the operators' log while a test may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // stallingRequester mints real tokens; once armed for a namespace, it mints
 // the next one and then holds on to it, as a leader that dies between
@@ -87,7 +131,10 @@ func TestLeaderDiesDuringRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaseNS := env.Namespace(t, nil)
-	minter := token.ClientsetRequester{Clientset: clientset}
+	minter := &recordingRequester{next: token.ClientsetRequester{Clientset: clientset}}
+	var operatorLog lockedBuffer
+	env.OperatorLog = io.MultiWriter(os.Stderr, &operatorLog)
+	defer func() { env.OperatorLog = nil }()
 	stalling := &stallingRequester{next: minter, armed: map[string]bool{}, stalled: make(chan string, 1)}
 	start := func(req token.Requester) (*manager.Operator, func()) {
 		op, stop, err := env.StartOperator(manager.Options{
@@ -180,6 +227,20 @@ func TestLeaderDiesDuringRotation(t *testing.T) {
 	})
 	if err := watch.stop(); err != nil {
 		t.Error(err)
+	}
+
+	// No token minted in the run, the dead leader's included, appears in
+	// the operators' log, an Event or a status.
+	sources, err := testenv.ClusterText(ctx, env.Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources["operator log"] = operatorLog.String()
+	if len(minter.all()) < 3 {
+		t.Errorf("%d tokens minted; want the first, the dead leader's and the rotated one", len(minter.all()))
+	}
+	for _, leak := range testenv.Leaks(minter.all(), sources) {
+		t.Error(leak)
 	}
 }
 
