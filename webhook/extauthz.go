@@ -97,19 +97,7 @@ func (s *ExtAuthzServer) Check(ctx context.Context, in *authv3.CheckRequest) (*a
 	d := s.ds.decide(ctx, req, start, "grpc")
 	switch {
 	case d.Allowed:
-		return &authv3.CheckResponse{
-			Status: &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-				// Overwrite, so a client-sent X-Sallyport-* header never
-				// reaches the upstream as if sallyport had set it.
-				Headers: headers(
-					"X-Sallyport-Decision-Id", d.ID,
-					"X-Sallyport-Reason", d.Resource.Reason,
-					"X-Sallyport-Identity", d.Connection.Identity,
-					"X-Sallyport-Connection", d.Connection.Policy,
-				),
-			}},
-		}, nil
+		return allowedResponse(d), nil
 	case !d.Connection.Allowed:
 		return deniedResponse(codes.Unauthenticated, typev3.StatusCode_Unauthorized, d.ID, d.Connection.Reason, d), nil
 	default:
@@ -137,6 +125,42 @@ func deniedResponse(code codes.Code, httpCode typev3.StatusCode, id, reason stri
 			Headers: hs,
 		}},
 	}
+}
+
+// allowedHeaderNames are the headers an allowed answer sets on the request
+// to the upstream, in allowedResponse's order.
+var allowedHeaderNames = [...]string{"X-Sallyport-Decision-Id", "X-Sallyport-Reason", "X-Sallyport-Identity", "X-Sallyport-Connection"}
+
+// okResponse is every message of an allowed answer, allocated together:
+// answering the hot path's most common case with one allocation instead of
+// thirteen. The messages are built in place and never copied.
+type okResponse struct {
+	resp    authv3.CheckResponse
+	ok      authv3.CheckResponse_OkResponse
+	http    authv3.OkHttpResponse
+	status  rpcstatus.Status
+	values  [len(allowedHeaderNames)]corev3.HeaderValue
+	options [len(allowedHeaderNames)]corev3.HeaderValueOption
+	ptrs    [len(allowedHeaderNames)]*corev3.HeaderValueOption
+}
+
+// allowedResponse is the answer to an allowed decision. Its headers
+// overwrite, so a client-sent X-Sallyport-* header never reaches the
+// upstream as if sallyport had set it.
+func allowedResponse(d *decision.Decision) *authv3.CheckResponse {
+	r := new(okResponse)
+	values := [len(allowedHeaderNames)]string{d.ID, d.Resource.Reason, d.Connection.Identity, d.Connection.Policy}
+	for i, name := range allowedHeaderNames {
+		r.values[i].Key, r.values[i].Value = name, values[i]
+		r.options[i].Header = &r.values[i]
+		r.options[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		r.ptrs[i] = &r.options[i]
+	}
+	r.http.Headers = r.ptrs[:]
+	r.ok.OkResponse = &r.http
+	r.status.Code = int32(codes.OK)
+	r.resp.Status, r.resp.HttpResponse = &r.status, &r.ok
+	return &r.resp
 }
 
 func headers(kv ...string) []*corev3.HeaderValueOption {
