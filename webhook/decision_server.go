@@ -118,5 +118,21 @@ func (s *DecisionServer) decide(ctx context.Context, req *decision.Request, star
 	}); err != nil {
 		s.logger.Error(err, "Could not log a decision", "decisionID", d.ID)
 	}
+	if d.DryRun != nil {
+		observeDryRun(d)
+		// Only disagreements are logged: they are what a team must see
+		// before promoting a DryRun policy, and agreement would double the
+		// log of every request a DryRun policy concerns.
+		if dis := d.Disagreement(); dis != "" {
+			shadow := &decision.Decision{ID: d.ID, Time: d.Time, Path: d.Path,
+				Allowed: d.DryRun.Allowed, Connection: d.DryRun.Connection, Resource: d.DryRun.Resource}
+			if err := s.log.Log(&decisionlog.Entry{
+				Decision: shadow, Request: req, Latency: latency,
+				Enforcement: "DryRun", Endpoint: endpoint, Disagreement: dis,
+			}); err != nil {
+				s.logger.Error(err, "Could not log a DryRun decision", "decisionID", d.ID)
+			}
+		}
+	}
 	return d
 }

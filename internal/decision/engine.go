@@ -61,13 +61,8 @@ func NewEngine(s *store.Store, auth credential.Authenticator, o Options) *Engine
 	return e
 }
 
-// enforced is the enforcement mode whose policies decide. DryRun policies
-// are not consulted yet: shadow evaluation (issue #9) will look the target
-// and the connection up again with v1alpha1.EnforcementDryRun and run
-// checkConnection and checkResource on them with the same review and
-// evaluation state, recording the outcome beside the decision without
-// changing it. The review is shared because the token and its audience are
-// the same; only the policies differ.
+// enforced is the enforcement mode whose policies decide; DryRun policies
+// are evaluated beside them (see shadow) and never change the answer.
 const enforced = v1alpha1.EnforcementEnforce
 
 // Messages of allowed gates, constant so the allowed path does not format.
@@ -185,7 +180,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 	st.setRequest(req, now)
 	st.setResource(target, path)
 
-	conn, cp := e.connectionGate(ctx, snap, req, target, now, st)
+	conn, cp, g := e.connectionGate(ctx, snap, req, target, now, st)
 	d.Connection = conn
 	if tr != nil {
 		tr.traceTarget(req, host, path, target)
@@ -200,13 +195,93 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 	case target == nil:
 		d.Resource = Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
 	default:
-		d.Resource = checkResource(snap, target, cp, req, path, st, tr)
+		d.Resource = checkResource(snap, target, cp, nil, req, path, st, tr)
 	}
 	d.Allowed = d.Connection.Allowed && d.Resource.Allowed
+
+	if snap.HasDryRun() {
+		d.DryRun = e.shadow(ctx, snap, req, host, path, now, st, cp, target, g)
+	}
 
 	// Only on the normal path: after a panic the state is abandoned.
 	st.release()
 	return d
+}
+
+// gate is what the connection gate learnt of the credential, whatever the
+// policy: for the shadow decision, which may judge it against another.
+type gate struct {
+	// early is the answer when the gate ended before any policy applied
+	// (no token, an unreadable token); nil otherwise.
+	early *Connection
+	aud   string
+	// reviewed says whether the authenticator was asked; rev is its review
+	// when it succeeded, and failed the failure when it did not.
+	reviewed bool
+	rev      *credential.Review
+	failed   Connection
+}
+
+// shadow decides the request again with the DryRun policies of its
+// audience and target in place of the enforced ones (an enforced policy
+// without a DryRun counterpart stays), reusing the enforced gate's review.
+// It returns nil when no DryRun policy concerns the request. It runs after
+// the enforced decision is complete and only reads it.
+func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request, host, path string, now time.Time, st *evalState,
+	cp *policy.Connection, target *policy.Resource, g gate) *Shadow {
+	var dryConn *policy.Connection
+	if g.aud != "" {
+		dryConn, _ = snap.ConnectionByAudience(v1alpha1.EnforcementDryRun, g.aud)
+	}
+	dryTarget := lookupTarget(snap, v1alpha1.EnforcementDryRun, &req.Target, host)
+	if dryConn == nil && dryTarget == nil {
+		return nil
+	}
+	// A DryRun ConnectionPolicy stands in for the enforced one of its
+	// audience: rules that name the enforced policy still admit it, so a
+	// tightened reach is judged on its own, not on its new name.
+	var alias *policy.Connection
+	if dryConn != nil {
+		cp, alias = dryConn, cp
+	}
+	if dryTarget != nil {
+		target = dryTarget
+	}
+	sh := &Shadow{}
+	st.setRequest(req, now)
+	st.setResource(target, path)
+	switch {
+	case g.early != nil:
+		sh.Connection = *g.early
+	case cp == nil:
+		sh.Connection = Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", g.aud)}
+	default:
+		c := Connection{Policy: policyName(&cp.Meta), Generation: cp.Generation}
+		if !g.reviewed {
+			// The enforced gate found no policy for the audience and made
+			// no review; the DryRun policy needs one.
+			g.rev, g.failed = e.review(ctx, req.Token, g.aud)
+		}
+		if g.rev == nil {
+			c.Reason, c.Message = g.failed.Reason, g.failed.Message
+			sh.Connection = c
+		} else {
+			sh.Connection = checkConnection(c, cp, g.rev, g.aud, target, now, st)
+		}
+	}
+	switch {
+	case !sh.Connection.Allowed:
+		sh.Resource = Resource{Reason: ReasonNotEvaluated, Message: msgNotEvaluated}
+		if target != nil {
+			sh.Resource.Policy, sh.Resource.Generation = policyName(&target.Meta), target.Generation
+		}
+	case target == nil:
+		sh.Resource = Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
+	default:
+		sh.Resource = checkResource(snap, target, cp, alias, req, path, st, nil)
+	}
+	sh.Allowed = sh.Connection.Allowed && sh.Resource.Allowed
+	return sh
 }
 
 // recoverPanic turns a panic into a denial on the gate being decided: the
@@ -295,39 +370,51 @@ func (st *evalState) setResource(rp *policy.Resource, path string) {
 // connectionGate decides the outer gate: the token's audience picks the
 // ConnectionPolicy, the authenticator reviews the token for it, and
 // checkConnection checks the review against the policy. It returns the
-// policy too, for the resource gate's connection entries.
-func (e *Engine) connectionGate(ctx context.Context, snap *store.Snapshot, req *Request, target *policy.Resource, now time.Time, st *evalState) (Connection, *policy.Connection) {
+// policy too, for the resource gate's connection entries, and what it learnt
+// of the credential, for the shadow decision.
+func (e *Engine) connectionGate(ctx context.Context, snap *store.Snapshot, req *Request, target *policy.Resource, now time.Time, st *evalState) (Connection, *policy.Connection, gate) {
 	if req.Token == "" {
-		return Connection{Reason: ReasonMissingCredential, Message: "no bearer token"}, nil
+		c := Connection{Reason: ReasonMissingCredential, Message: "no bearer token"}
+		return c, nil, gate{early: &c}
 	}
 	aud, err := peekAudience(req.Token)
 	if err != nil {
-		return Connection{Reason: ReasonInvalidCredential, Message: "token is " + err.Error()}, nil
+		c := Connection{Reason: ReasonInvalidCredential, Message: "token is " + err.Error()}
+		return c, nil, gate{early: &c}
 	}
+	g := gate{aud: aud}
 	// A token whose audience no policy holds is refused without a review:
 	// it costs no API call, however many a caller sends.
 	cp, ok := snap.ConnectionByAudience(enforced, aud)
 	if !ok {
-		return Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", aud)}, nil
+		return Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", aud)}, nil, g
 	}
 	c := Connection{Policy: policyName(&cp.Meta), Generation: cp.Generation}
+	g.reviewed = true
+	g.rev, g.failed = e.review(ctx, req.Token, aud)
+	if g.rev == nil {
+		c.Reason, c.Message = g.failed.Reason, g.failed.Message
+		return c, cp, g
+	}
+	return checkConnection(c, cp, g.rev, aud, target, now, st), cp, g
+}
 
-	rev, err := e.auth.Authenticate(ctx, req.Token, aud)
+// review asks the authenticator about a token for an audience. It returns
+// the review, or nil and the connection reason and message of the failure.
+func (e *Engine) review(ctx context.Context, token, aud string) (*credential.Review, Connection) {
+	rev, err := e.auth.Authenticate(ctx, token, aud)
 	switch {
 	case err != nil && (errors.Is(err, credential.ErrReviewFailed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		// Could not be checked: an outage, not a verdict on the credential.
-		c.Reason, c.Message = ReasonCredentialReviewFailed, "credential could not be reviewed: "+errMessage(err)
-		return c, cp
+		return nil, Connection{Reason: ReasonCredentialReviewFailed, Message: "credential could not be reviewed: " + errMessage(err)}
 	case err != nil:
 		// ErrInvalid, or an error the authenticator did not classify:
 		// either way the credential is not accepted.
-		c.Reason, c.Message = ReasonInvalidCredential, "credential rejected: "+errMessage(err)
-		return c, cp
+		return nil, Connection{Reason: ReasonInvalidCredential, Message: "credential rejected: " + errMessage(err)}
 	case rev == nil:
-		c.Reason, c.Message = ReasonCredentialReviewFailed, "credential could not be reviewed: the authenticator returned no review"
-		return c, cp
+		return nil, Connection{Reason: ReasonCredentialReviewFailed, Message: "credential could not be reviewed: the authenticator returned no review"}
 	}
-	return checkConnection(c, cp, rev, aud, target, now, st), cp
+	return rev, Connection{}
 }
 
 // checkConnection checks a review against a ConnectionPolicy, in the order
@@ -430,14 +517,14 @@ func firstScopeOutside(r *policy.Reach, scopes []string) string {
 // in order. A Deny rule whose condition errors denies (fail closed); an
 // Allow rule whose condition errors does not match, and the message names
 // it if nothing else matches.
-func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connection, req *Request, path string, st *evalState, tr *Trace) Resource {
+func checkResource(snap *store.Snapshot, rp *policy.Resource, cp, alias *policy.Connection, req *Request, path string, st *evalState, tr *Trace) Resource {
 	r := Resource{Policy: policyName(&rp.Meta), Generation: rp.Generation}
 	st.splitPath(path)
 	if tr != nil {
 		tr.Resource.Evaluated = true
 	}
 	for _, rule := range rp.Deny {
-		if !ruleApplies(snap, rule, cp, req, st.segs) {
+		if !ruleApplies(snap, rule, cp, alias, req, st.segs) {
 			if tr != nil {
 				tr.traceRule(snap, rule, cp, req, st.segs, path)
 			}
@@ -467,7 +554,7 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connect
 	var failed *policy.Rule
 	var failure error
 	for _, rule := range rp.Allow {
-		if !ruleApplies(snap, rule, cp, req, st.segs) {
+		if !ruleApplies(snap, rule, cp, alias, req, st.segs) {
 			if tr != nil {
 				tr.traceRule(snap, rule, cp, req, st.segs, path)
 			}
@@ -505,7 +592,7 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp *policy.Connect
 // and connection entries match, cheapest first; its condition is left to
 // the caller. segs is the canonical path split once: Rule.MatchesPath would
 // split it again for every pattern.
-func ruleApplies(snap *store.Snapshot, rule *policy.Rule, cp *policy.Connection, req *Request, segs []string) bool {
+func ruleApplies(snap *store.Snapshot, rule *policy.Rule, cp, alias *policy.Connection, req *Request, segs []string) bool {
 	if !rule.MatchesAction(req.Action) || !rule.MatchesScopes(req.Scopes) {
 		return false
 	}
@@ -516,7 +603,7 @@ func ruleApplies(snap *store.Snapshot, rule *policy.Rule, cp *policy.Connection,
 			break
 		}
 	}
-	return matched && rule.MatchesConnection(cp, snap.NamespaceLabels)
+	return matched && (rule.MatchesConnection(cp, snap.NamespaceLabels) || (alias != nil && rule.MatchesConnection(alias, snap.NamespaceLabels)))
 }
 
 // evalWhen evaluates a condition; a panic is an error, so it fails closed.

@@ -95,4 +95,37 @@ type Decision struct {
 	// object path it judged. Both go to the decision log.
 	Time time.Time `json:"-"`
 	Path string    `json:"-"`
+
+	// DryRun is the shadow decision: the same request decided with the
+	// DryRun policies that exist for its audience or target in place of the
+	// enforced ones. Nil when none does. It never changes the answer and is
+	// never sent to the client; servers log it when it disagrees.
+	DryRun *Shadow `json:"-"`
 }
+
+// Shadow is a decision made with DryRun policies beside the enforced one.
+type Shadow struct {
+	Allowed    bool
+	Connection Connection
+	Resource   Resource
+}
+
+// Disagreement says how a shadow decision differs from the enforced one:
+// "WouldDeny" (enforced allowed, DryRun denies), "WouldAllow" (the
+// reverse), or "" when both answer the same.
+func (d *Decision) Disagreement() string {
+	switch {
+	case d.DryRun == nil || d.DryRun.Allowed == d.Allowed:
+		return ""
+	case d.Allowed:
+		return DisagreementWouldDeny
+	default:
+		return DisagreementWouldAllow
+	}
+}
+
+// Disagreements of a DryRun decision with the enforced one.
+const (
+	DisagreementWouldDeny  = "WouldDeny"
+	DisagreementWouldAllow = "WouldAllow"
+)

@@ -21,6 +21,10 @@ func appendEntry(b []byte, e *Entry) []byte {
 	b = jsonenc.AppendString(b, e.Endpoint)
 	b = append(b, `,"enforcement":`...)
 	b = jsonenc.AppendString(b, e.Enforcement)
+	if e.Disagreement != "" {
+		b = append(b, `,"disagreement":`...)
+		b = jsonenc.AppendString(b, e.Disagreement)
+	}
 	b = append(b, `,"allowed":`...)
 	b = strconv.AppendBool(b, d.Allowed)
 	b = append(b, `,"identity":`...)

@@ -66,6 +66,10 @@ type Entry struct {
 	// Endpoint is the API the decision was asked through ("decide",
 	// "check/nginx", "grpc", …).
 	Endpoint string
+	// Disagreement marks a DryRun line: "WouldDeny" or "WouldAllow", how
+	// the shadow decision differs from the enforced one with the same
+	// decisionID. Empty on Enforce lines.
+	Disagreement string
 }
 
 var (

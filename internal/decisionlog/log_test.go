@@ -77,6 +77,20 @@ func TestLineFormat(t *testing.T) {
 	if _, ok := got["attributes"]; ok {
 		t.Error("attributes are logged")
 	}
+	if _, ok := got["disagreement"]; ok {
+		t.Error("an Enforce line carries a disagreement")
+	}
+
+	// A DryRun line says how it disagrees.
+	e := entry(0)
+	e.Enforcement, e.Disagreement = "DryRun", "WouldDeny"
+	var dry map[string]any
+	if err := json.Unmarshal(appendEntry(nil, e), &dry); err != nil {
+		t.Fatal(err)
+	}
+	if dry["enforcement"] != "DryRun" || dry["disagreement"] != "WouldDeny" {
+		t.Errorf("DryRun line: enforcement %v, disagreement %v", dry["enforcement"], dry["disagreement"])
+	}
 }
 
 // Block mode loses nothing, even with many concurrent writers and a small

@@ -159,3 +159,9 @@ func (s *Snapshot) Status(ref Ref) (Status, bool) {
 // Len returns the number of policy objects the snapshot knows, serving or
 // not.
 func (s *Snapshot) Len() int { return len(s.status) }
+
+// HasDryRun reports whether any DryRun policy serves, so that the decision
+// path skips shadow evaluation without a lookup when none does.
+func (s *Snapshot) HasDryRun() bool {
+	return len(s.dryRun.byAudience) > 0 || len(s.dryRun.byService) > 0 || len(s.dryRun.byHost) > 0
+}
