@@ -84,6 +84,9 @@ type evalState struct {
 	// segs is the canonical path split into segments, once per decision
 	// rather than once per pattern.
 	segs []string
+	// shadow is set while the DryRun policies are evaluated: their
+	// decisions do not count as uses of the rules and reach entries.
+	shadow bool
 }
 
 var statePool = sync.Pool{New: func() any { return newEvalState() }}
@@ -248,6 +251,8 @@ func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request,
 		target = dryTarget
 	}
 	sh := &Shadow{}
+	st.shadow = true
+	defer func() { st.shadow = false }()
 	st.setRequest(req, now)
 	st.setResource(target, path)
 	switch {
@@ -452,8 +457,9 @@ func checkConnection(c Connection, cp *policy.Connection, rev *credential.Review
 		return c
 	}
 
+	var reach *policy.Reach
 	if target != nil {
-		reach := cp.Reach[target.Class]
+		reach = cp.Reach[target.Class]
 		if reach == nil {
 			c.Reason, c.Message = ReasonClassNotReachable, fmt.Sprintf("class %q of %s is not in the connection's reach", target.Class, policyName(&target.Meta))
 			return c
@@ -498,6 +504,9 @@ func checkConnection(c Connection, cp *policy.Connection, rev *credential.Review
 	c.Allowed, c.Reason = true, ReasonMatched
 	if target != nil {
 		c.Message = msgConnMatched
+		if !st.shadow {
+			reach.Usage.Mark(now)
+		}
 	} else {
 		c.Message = msgConnMatchedNoTarget
 	}
@@ -546,6 +555,9 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp, alias *policy.
 		} else if tr != nil {
 			tr.traceWhen(rule, true, nil)
 		}
+		if !st.shadow {
+			rule.Usage.Mark(st.req.Time)
+		}
 		r.Rule, r.Reason = rule.Name, ReasonDeniedByRule
 		r.Message = fmt.Sprintf("Deny rule %q matches %s %s", rule.Name, req.Action, truncate(path, maxPathInMessage))
 		return r
@@ -576,6 +588,9 @@ func checkResource(snap *store.Snapshot, rp *policy.Resource, cp, alias *policy.
 			}
 		} else if tr != nil {
 			tr.traceWhen(rule, true, nil)
+		}
+		if !st.shadow {
+			rule.Usage.Mark(st.req.Time)
 		}
 		r.Allowed, r.Rule, r.Reason, r.Message = true, rule.Name, ReasonMatched, msgRuleMatched
 		return r

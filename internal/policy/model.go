@@ -115,6 +115,8 @@ type Reach struct {
 	Scopes []string
 	// MaxClassification is the ceiling.
 	MaxClassification Level
+	// Usage counts the allowed connections this entry let through.
+	Usage Usage
 }
 
 // AllowsScopes reports whether every requested scope is within the reach.
@@ -167,6 +169,9 @@ type Rule struct {
 	Connections []ConnectionSelector
 	// When is the optional condition; nil when there is none.
 	When *expr.Program
+	// Usage counts the decisions this rule made: an Allow rule that
+	// allowed, a Deny rule that denied.
+	Usage Usage
 }
 
 // MatchesAction reports whether the rule covers the action.
