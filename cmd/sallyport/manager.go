@@ -45,6 +45,7 @@ func runManager(args []string) int {
 	fs.StringVar(&o.GRPCBindAddress, "grpc-bind-address", ":9001", `Address of the Envoy ext_authz gRPC service; "0" disables it.`)
 	fs.StringVar(&o.DecisionLog, "decision-log", "-", `Where the decision log goes, one JSON line per decision: "-" for stdout, or a file (appended to).`)
 	decisionLogMode := fs.String("decision-log-mode", "block", `What a full decision log queue does: "block" waits (no line is lost), "drop" drops and counts in sallyport_decision_log_dropped_total.`)
+	usageMetrics := fs.Bool("usage-metrics", true, "Export per-rule and per-reach usage metrics (sallyport_rule_*, sallyport_reach_*): one series per rule; turn off for very many policies.")
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "After SIGTERM, how long to keep serving with /readyz failing before closing the listeners, so the Service's endpoints drop this replica first; 0 stops at once.")
 	fs.DurationVar(&o.TokenReviewCacheTTL, "token-review-cache-ttl", 10*time.Second, "Upper bound of how long a credential review is reused; never past the token's expiry.")
 	fs.StringVar(&apiAudiences, "api-audiences", "", "Comma-separated audiences the API server accepts (its --api-audiences), refused as ConnectionPolicy audiences. The issuer it advertises and the well-known kubernetes.default.svc names are refused anyway.")
@@ -81,6 +82,7 @@ func runManager(args []string) int {
 		return 2
 	}
 	o.Certs.ExtraNames = certs.SplitNames(*certExtraNames)
+	o.NoUsageMetrics = !*usageMetrics
 	if o.ShutdownDelay < 0 {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --shutdown-delay must not be negative")
 		return 2

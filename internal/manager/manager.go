@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -79,6 +80,11 @@ type Options struct {
 	// APIAudiences are refused as ConnectionPolicy audiences, in addition to
 	// the well-known ones and the issuer the API server advertises.
 	APIAudiences []string
+
+	// NoUsageMetrics turns off the per-rule and per-reach usage metrics
+	// (sallyport_rule_*, sallyport_reach_*): one series per rule, which a
+	// cluster with very many policies may not want to scrape.
+	NoUsageMetrics bool
 
 	// ShutdownDelay is how long the manager keeps serving after it is told
 	// to stop, with its readiness check failing, before it stops accepting
@@ -273,6 +279,11 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	}
 
 	st := store.New()
+	if !o.NoUsageMetrics {
+		if err := store.RegisterUsageMetrics(ctrlmetrics.Registry, st); err != nil {
+			return nil, fmt.Errorf("register usage metrics: %w", err)
+		}
+	}
 	loader := store.NewLoader(mgr.GetCache(), st, store.NewBuilder(compiler), log.WithName("snapshot"))
 	if err := mgr.Add(loader); err != nil {
 		return nil, fmt.Errorf("add snapshot loader: %w", err)

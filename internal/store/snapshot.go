@@ -160,6 +160,31 @@ func (s *Snapshot) Status(ref Ref) (Status, bool) {
 // not.
 func (s *Snapshot) Len() int { return len(s.status) }
 
+// Serving returns the policies of one enforcement mode that serve, each
+// once, in no particular order.
+func (s *Snapshot) Serving(e v1alpha1.Enforcement) ([]*policy.Connection, []*policy.Resource) {
+	ix := s.index(e)
+	conns := make([]*policy.Connection, 0, len(ix.byAudience))
+	for _, c := range ix.byAudience {
+		conns = append(conns, c)
+	}
+	seen := make(map[*policy.Resource]bool, len(ix.byService))
+	var res []*policy.Resource
+	add := func(r *policy.Resource) {
+		if !seen[r] {
+			seen[r] = true
+			res = append(res, r)
+		}
+	}
+	for _, r := range ix.byService {
+		add(r)
+	}
+	for _, r := range ix.byHost {
+		add(r)
+	}
+	return conns, res
+}
+
 // HasDryRun reports whether any DryRun policy serves, so that the decision
 // path skips shadow evaluation without a lookup when none does.
 func (s *Snapshot) HasDryRun() bool {
