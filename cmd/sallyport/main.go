@@ -17,6 +17,7 @@ Commands:
   test      Run policy test suites offline (for CI, before a merge).
   lint      Check policies offline for errors and risky grants.
   decide    Answer one decision request offline from policy files.
+  report    List the grants decision logs show were never used, with tightened policies.
   version   Print the build.
 
 Run "sallyport <command> --help" for a command's flags.
@@ -41,6 +42,8 @@ func run(args []string) int {
 		return runLint(args[1:])
 	case "decide":
 		return runDecide(args[1:])
+	case "report":
+		return runReport(args[1:])
 	case "version":
 		return runVersion(args[1:])
 	case "help", "-h", "--help":

@@ -201,6 +201,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 		d.Resource = checkResource(snap, target, cp, nil, req, path, st, tr)
 	}
 	d.Allowed = d.Connection.Allowed && d.Resource.Allowed
+	if d.Allowed {
+		// A reach entry is used when it lets through a request that is
+		// allowed: one the resource then denied needed no grant.
+		cp.Reach[target.Class].Usage.Mark(now)
+	}
 
 	if snap.HasDryRun() {
 		d.DryRun = e.shadow(ctx, snap, req, host, path, now, st, cp, target, g)
@@ -457,9 +462,8 @@ func checkConnection(c Connection, cp *policy.Connection, rev *credential.Review
 		return c
 	}
 
-	var reach *policy.Reach
 	if target != nil {
-		reach = cp.Reach[target.Class]
+		reach := cp.Reach[target.Class]
 		if reach == nil {
 			c.Reason, c.Message = ReasonClassNotReachable, fmt.Sprintf("class %q of %s is not in the connection's reach", target.Class, policyName(&target.Meta))
 			return c
@@ -504,9 +508,6 @@ func checkConnection(c Connection, cp *policy.Connection, rev *credential.Review
 	c.Allowed, c.Reason = true, ReasonMatched
 	if target != nil {
 		c.Message = msgConnMatched
-		if !st.shadow {
-			reach.Usage.Mark(now)
-		}
 	} else {
 		c.Message = msgConnMatchedNoTarget
 	}

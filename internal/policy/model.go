@@ -115,7 +115,7 @@ type Reach struct {
 	Scopes []string
 	// MaxClassification is the ceiling.
 	MaxClassification Level
-	// Usage counts the allowed connections this entry let through.
+	// Usage counts the allowed decisions this entry let through.
 	Usage Usage
 }
 

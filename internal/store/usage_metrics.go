@@ -22,10 +22,10 @@ var (
 		"When a ResourcePolicy rule last decided on this replica (Unix time, one-second resolution); absent while it never has.",
 		[]string{"namespace", "policy", "rule", "effect"}, nil)
 	reachConnectionsDesc = prometheus.NewDesc("sallyport_reach_connections_total",
-		"Connections a ConnectionPolicy reach entry let through on this replica, since its policy's generation was compiled here.",
+		"Allowed decisions a ConnectionPolicy reach entry took part in on this replica, since its policy's generation was compiled here.",
 		[]string{"namespace", "policy", "class"}, nil)
 	reachLastUsedDesc = prometheus.NewDesc("sallyport_reach_last_used_timestamp_seconds",
-		"When a ConnectionPolicy reach entry last let a connection through on this replica (Unix time); absent while it never has.",
+		"When a ConnectionPolicy reach entry last took part in an allowed decision on this replica (Unix time); absent while it never has.",
 		[]string{"namespace", "policy", "class"}, nil)
 )
 

@@ -48,10 +48,10 @@ func TestUsageMetrics(t *testing.T) {
 		t.Errorf("a second store: %v, want it skipped", err)
 	}
 	want := `
-# HELP sallyport_reach_connections_total Connections a ConnectionPolicy reach entry let through on this replica, since its policy's generation was compiled here.
+# HELP sallyport_reach_connections_total Allowed decisions a ConnectionPolicy reach entry took part in on this replica, since its policy's generation was compiled here.
 # TYPE sallyport_reach_connections_total counter
 sallyport_reach_connections_total{class="ledger",namespace="billing",policy="to-ledger"} 3
-# HELP sallyport_reach_last_used_timestamp_seconds When a ConnectionPolicy reach entry last let a connection through on this replica (Unix time); absent while it never has.
+# HELP sallyport_reach_last_used_timestamp_seconds When a ConnectionPolicy reach entry last took part in an allowed decision on this replica (Unix time); absent while it never has.
 # TYPE sallyport_reach_last_used_timestamp_seconds gauge
 sallyport_reach_last_used_timestamp_seconds{class="ledger",namespace="billing",policy="to-ledger"} 1.7964324e+09
 # HELP sallyport_rule_decisions_total Decisions a ResourcePolicy rule made on this replica (an Allow rule that allowed, a Deny rule that denied), since its policy's generation was compiled here.

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestReportCommand(t *testing.T) {
+	const dir = "testdata/report/"
+	base := []string{"-f", dir + "policies.yaml", "--decision-log", dir + "decisions.log", "--until", "2026-12-01T13:00:00Z"}
+
+	var out, errOut bytes.Buffer
+	if code := reportMain(append(base, "--window", "24h"), &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{
+		"2 decisions from 2026-12-01T12:00:00Z to 2026-12-01T12:01:00Z.",
+		`ConnectionPolicy billing/to-ledger: reach "audit" was never used`,
+		`ConnectionPolicy billing/to-ledger: reach "ledger": scopes never requested: ledger.write`,
+		`ResourcePolicy ledger/ledger-api: Allow rule "write" never allowed a request`,
+		`ResourcePolicy ledger/ledger-api: Deny rule "no-admin" never denied a request`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// A wider window takes in the old write: the rule and the scope count.
+	out.Reset()
+	if code := reportMain(append(base, "--window", "1000h", "--format", "json"), &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var r struct {
+		Decisions int `json:"decisions"`
+		Resources []struct {
+			Policy           string   `json:"policy"`
+			UnusedAllowRules []string `json:"unusedAllowRules"`
+		} `json:"resourcePolicies"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("JSON report: %v\n%s", err, out.String())
+	}
+	if r.Decisions != 3 {
+		t.Errorf("%d decisions in 1000h, want 3", r.Decisions)
+	}
+	for _, rp := range r.Resources {
+		if rp.Policy == "ledger/ledger-api" && len(rp.UnusedAllowRules) != 0 {
+			t.Errorf("unused Allow rules %v, want none in 1000h", rp.UnusedAllowRules)
+		}
+	}
+
+	for _, bad := range [][]string{
+		{},
+		{"-f", dir + "policies.yaml"},
+		{"-f", dir + "policies.yaml", "--decision-log", dir + "missing.log"},
+		{"-f", dir + "policies.yaml", "--decision-log", dir + "decisions.log", "--window", "0s"},
+		{"-f", dir + "policies.yaml", "--decision-log", dir + "policies.yaml"},
+		{"-f", dir + "policies.yaml", "--decision-log", dir + "decisions.log", "--until", "yesterday"},
+	} {
+		errOut.Reset()
+		if code := reportMain(bad, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "sallyport report:") {
+			t.Errorf("sallyport report %s: exit %d, stderr %q; want 2 with a message", strings.Join(bad, " "), code, errOut.String())
+		}
+	}
+}
