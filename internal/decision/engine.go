@@ -387,7 +387,7 @@ func (e *Engine) connectionGate(ctx context.Context, snap *store.Snapshot, req *
 		c := Connection{Reason: ReasonMissingCredential, Message: "no bearer token"}
 		return c, nil, gate{early: &c}
 	}
-	aud, err := peekAudience(req.Token)
+	aud, err := peekAudienceIn(req.Token, snap)
 	if err != nil {
 		c := Connection{Reason: ReasonInvalidCredential, Message: "token is " + err.Error()}
 		return c, nil, gate{early: &c}

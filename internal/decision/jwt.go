@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/expr"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 // maxTokenLength bounds a presented token: the authenticator's bound, so a
@@ -27,6 +29,13 @@ var errNotJWT = errors.New("not a JWT with exactly one audience")
 // parses tokens with, and a payload with "aud" twice is refused rather than
 // guessed at.
 func peekAudience(token string) (string, error) {
+	return peekAudienceIn(token, nil)
+}
+
+// peekAudienceIn is peekAudience, returning the string of the enforced
+// ConnectionPolicy that holds the audience when snap has one, so the common
+// case allocates no string of its own; snap may be nil.
+func peekAudienceIn(token string, snap *store.Snapshot) (string, error) {
 	if len(token) > maxTokenLength {
 		return "", fmt.Errorf("%w: token is %d bytes long, more than the %d allowed", errNotJWT, len(token), maxTokenLength)
 	}
@@ -48,7 +57,7 @@ func peekAudience(token string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: payload is not base64url without padding", errNotJWT)
 	}
-	aud, err := audienceClaim(buf[:n])
+	aud, err := audienceClaim(buf[:n], snap)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", errNotJWT, err)
 	}
@@ -66,7 +75,7 @@ const maxJSONDepth = 32
 // the object in one pass, skipping every other claim without decoding it;
 // anything that is not structurally a JSON object is refused (scalars are
 // checked loosely, see jsonWalker).
-func audienceClaim(p []byte) (string, error) {
+func audienceClaim(p []byte, snap *store.Snapshot) (string, error) {
 	w := jsonWalker{p: p}
 	w.space()
 	if !w.consume('{') {
@@ -115,7 +124,7 @@ func audienceClaim(p []byte) (string, error) {
 	case raw == nil || raw[0] == 'n':
 		return "", errors.New("no audience")
 	case raw[0] == '"':
-		return singleAudience(raw)
+		return singleAudience(raw, snap)
 	case raw[0] == '[':
 		a := jsonWalker{p: raw, i: 1}
 		var first []byte
@@ -138,14 +147,19 @@ func audienceClaim(p []byte) (string, error) {
 		case 0:
 			return "", errors.New("no audience")
 		case 1:
-			return singleAudience(first)
+			return singleAudience(first, snap)
 		}
 		return "", fmt.Errorf("%d audiences; a token for sallyport must carry exactly one", count)
 	}
 	return "", errors.New(`"aud" is neither a string nor an array of strings`)
 }
 
-func singleAudience(tok []byte) (string, error) {
+func singleAudience(tok []byte, snap *store.Snapshot) (string, error) {
+	if body := tok[1 : len(tok)-1]; snap != nil && len(body) > 0 && !containsByte(body, '\\') {
+		if cp, ok := snap.ConnectionByAudienceBytes(v1alpha1.EnforcementEnforce, body); ok {
+			return cp.Audience, nil
+		}
+	}
 	aud, ok := unquote(tok)
 	switch {
 	case !ok:

@@ -122,6 +122,13 @@ func (s *Snapshot) ConnectionByAudience(e v1alpha1.Enforcement, audience string)
 	return c, ok
 }
 
+// ConnectionByAudienceBytes is ConnectionByAudience for an audience held in
+// bytes, without converting them to a string.
+func (s *Snapshot) ConnectionByAudienceBytes(e v1alpha1.Enforcement, audience []byte) (*policy.Connection, bool) {
+	c, ok := s.index(e).byAudience[string(audience)]
+	return c, ok
+}
+
 // ResourceByService returns the ResourcePolicy of a service in a namespace.
 func (s *Snapshot) ResourceByService(e v1alpha1.Enforcement, namespace, service string) (*policy.Resource, bool) {
 	r, ok := s.index(e).byService[serviceKey{namespace, service}]
