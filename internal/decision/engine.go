@@ -189,17 +189,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 		tr.traceTarget(req, host, path, target)
 		tr.traceConnection(req, &d.Connection, cp, target, st)
 	}
-	switch {
-	case !conn.Allowed:
-		d.Resource = Resource{Reason: ReasonNotEvaluated, Message: msgNotEvaluated}
-		if target != nil {
-			d.Resource.Policy, d.Resource.Generation = policyName(&target.Meta), target.Generation
-		}
-	case target == nil:
-		d.Resource = Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
-	default:
-		d.Resource = checkResource(snap, target, cp, nil, req, path, st, tr)
-	}
+	d.Resource = resourceGate(snap, conn.Allowed, target, cp, nil, req, host, path, st, tr)
 	d.Allowed = d.Connection.Allowed && d.Resource.Allowed
 	if d.Allowed {
 		// A reach entry is used when it lets through a request that is
@@ -264,7 +254,7 @@ func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request,
 	case g.early != nil:
 		sh.Connection = *g.early
 	case cp == nil:
-		sh.Connection = Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", g.aud)}
+		sh.Connection = noConnectionPolicy(g.aud)
 	default:
 		c := Connection{Policy: policyName(&cp.Meta), Generation: cp.Generation}
 		if !g.reviewed {
@@ -279,17 +269,7 @@ func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request,
 			sh.Connection = checkConnection(c, cp, g.rev, g.aud, target, now, st)
 		}
 	}
-	switch {
-	case !sh.Connection.Allowed:
-		sh.Resource = Resource{Reason: ReasonNotEvaluated, Message: msgNotEvaluated}
-		if target != nil {
-			sh.Resource.Policy, sh.Resource.Generation = policyName(&target.Meta), target.Generation
-		}
-	case target == nil:
-		sh.Resource = Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
-	default:
-		sh.Resource = checkResource(snap, target, cp, alias, req, path, st, nil)
-	}
+	sh.Resource = resourceGate(snap, sh.Connection.Allowed, target, cp, alias, req, host, path, st, nil)
 	sh.Allowed = sh.Connection.Allowed && sh.Resource.Allowed
 	return sh
 }
@@ -397,7 +377,7 @@ func (e *Engine) connectionGate(ctx context.Context, snap *store.Snapshot, req *
 	// it costs no API call, however many a caller sends.
 	cp, ok := snap.ConnectionByAudience(enforced, aud)
 	if !ok {
-		return Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", aud)}, nil, g
+		return noConnectionPolicy(aud), nil, g
 	}
 	c := Connection{Policy: policyName(&cp.Meta), Generation: cp.Generation}
 	g.reviewed = true
@@ -407,6 +387,10 @@ func (e *Engine) connectionGate(ctx context.Context, snap *store.Snapshot, req *
 		return c, cp, g
 	}
 	return checkConnection(c, cp, g.rev, aud, target, now, st), cp, g
+}
+
+func noConnectionPolicy(aud string) Connection {
+	return Connection{Reason: ReasonNoConnectionPolicy, Message: fmt.Sprintf("no ConnectionPolicy holds audience %q", aud)}
 }
 
 // review asks the authenticator about a token for an audience. It returns
@@ -521,6 +505,24 @@ func firstScopeOutside(r *policy.Reach, scopes []string) string {
 		}
 	}
 	return ""
+}
+
+// resourceGate decides the inner gate after the outer one: not evaluated
+// when the connection was denied, NoResourcePolicy without a target, else
+// checkResource.
+func resourceGate(snap *store.Snapshot, connAllowed bool, target *policy.Resource, cp, alias *policy.Connection,
+	req *Request, host, path string, st *evalState, tr *Trace) Resource {
+	switch {
+	case !connAllowed:
+		r := Resource{Reason: ReasonNotEvaluated, Message: msgNotEvaluated}
+		if target != nil {
+			r.Policy, r.Generation = policyName(&target.Meta), target.Generation
+		}
+		return r
+	case target == nil:
+		return Resource{Reason: ReasonNoResourcePolicy, Message: noTargetMessage(&req.Target, host)}
+	}
+	return checkResource(snap, target, cp, alias, req, path, st, tr)
 }
 
 // checkResource decides the inner gate: Deny rules first, then Allow rules
