@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -345,7 +344,7 @@ type replica struct {
 	healthAddr, decisionAddr, grpcAddr string
 	webhookAddr, metricsAddr           string
 	cmd                                *exec.Cmd
-	logs                               *lockedBuffer
+	logs                               *testenv.LockedBuffer
 	exited                             chan error
 }
 
@@ -353,7 +352,7 @@ func newReplica(t *testing.T, name, tmp string) *replica {
 	r := &replica{
 		name: name, dir: filepath.Join(tmp, name),
 		healthAddr: freeAddr(t), decisionAddr: freeAddr(t), grpcAddr: freeAddr(t), webhookAddr: freeAddr(t), metricsAddr: freeAddr(t),
-		logs: &lockedBuffer{}, exited: make(chan error, 1),
+		logs: &testenv.LockedBuffer{}, exited: make(chan error, 1),
 	}
 	if err := os.MkdirAll(r.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -693,23 +692,4 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
-}
-
-// lockedBuffer collects a process's output; the process writes while the
-// test may read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

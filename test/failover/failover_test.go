@@ -4,7 +4,6 @@
 package failover_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -70,24 +69,6 @@ func (r *recordingRequester) all() []string {
 	return append([]string(nil), r.tokens...)
 }
 
-// lockedBuffer keeps the operators' log while a test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // stallingRequester mints real tokens; once armed for a namespace, it mints
 // the next one and then holds on to it, as a leader that dies between
 // minting a token and storing it would, until its context ends.
@@ -132,7 +113,7 @@ func TestLeaderDiesDuringRotation(t *testing.T) {
 	}
 	leaseNS := env.Namespace(t, nil)
 	minter := &recordingRequester{next: token.ClientsetRequester{Clientset: clientset}}
-	var operatorLog lockedBuffer
+	var operatorLog testenv.LockedBuffer
 	env.OperatorLog = io.MultiWriter(os.Stderr, &operatorLog)
 	defer func() { env.OperatorLog = nil }()
 	stalling := &stallingRequester{next: minter, armed: map[string]bool{}, stalled: make(chan string, 1)}

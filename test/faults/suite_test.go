@@ -5,7 +5,6 @@
 package faults_test
 
 import (
-	"bytes"
 	"io"
 	"net/url"
 	"os"
@@ -35,27 +34,9 @@ var (
 	logPath   string
 	// operatorLog keeps the operator's log; minted keeps every token the
 	// tests minted. TestZNoCredentialLeaks looks for the one in the other.
-	operatorLog lockedBuffer
+	operatorLog testenv.LockedBuffer
 	minted      mintedTokens
 )
-
-// lockedBuffer is a buffer the operator writes while a test may read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // mintedTokens records tokens as they are minted.
 type mintedTokens struct {
