@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
-
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sallyport/sallyport/internal/loader"
 	"github.com/sallyport/sallyport/internal/report"
@@ -88,14 +85,7 @@ func reportMain(args []string, stdout, stderr io.Writer) int {
 			return fail("--until: %v", err)
 		}
 	}
-	classOf := func(name string) (string, bool) {
-		ns, n, _ := strings.Cut(name, "/")
-		rp, ok := set.Resources[types.NamespacedName{Namespace: ns, Name: n}]
-		if !ok {
-			return "", false
-		}
-		return rp.Class, true
-	}
+	classOf := report.ClassesOf(set)
 	u := report.NewUsage()
 	u.Until = end
 	for _, name := range logs {

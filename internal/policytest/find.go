@@ -70,12 +70,3 @@ func Find(paths ...string) ([]string, error) {
 	}
 	return slices.Compact(out), errors.Join(errs...)
 }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

@@ -9,9 +9,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -334,10 +336,10 @@ func (l *suiteLoader) load(data []byte) *Suite {
 	} else {
 		s.Now = l.time(rs.Now, "now", l.line("now"))
 	}
-	for _, name := range sortedKeys(rs.Connections) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Connections)) {
 		s.Connections[name] = l.connection(name, rs.Connections[name])
 	}
-	for _, name := range sortedKeys(rs.Requests) {
+	for _, name := range slices.Sorted(maps.Keys(rs.Requests)) {
 		s.Requests[name] = l.request(name, rs.Requests[name], s)
 	}
 	if len(rs.Cases) == 0 {

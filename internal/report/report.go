@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -79,7 +80,7 @@ func Build(conns []*v1alpha1.ConnectionPolicy, res []*v1alpha1.ResourcePolicy, u
 			}
 			if slices.Contains(reach.Scopes, "*") {
 				// A wildcard's tightening is what was requested.
-				for _, s := range sortedKeys(use.Scopes) {
+				for _, s := range slices.Sorted(maps.Keys(use.Scopes)) {
 					if !slices.Contains(tight.Scopes, v1alpha1.Scope(s)) {
 						tight.Scopes = append(tight.Scopes, v1alpha1.Scope(s))
 					}
@@ -150,7 +151,7 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "ConnectionPolicy %s: reach %q was never used\n", c.Policy, class)
 			unused++
 		}
-		for _, class := range sortedKeys(c.UnusedScopes) {
+		for _, class := range slices.Sorted(maps.Keys(c.UnusedScopes)) {
 			fmt.Fprintf(w, "ConnectionPolicy %s: reach %q: scopes never requested: %s\n", c.Policy, class, strings.Join(c.UnusedScopes[class], ", "))
 			unused++
 		}
@@ -160,7 +161,7 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "ResourcePolicy %s: Allow rule %q never allowed a request\n", rr.Policy, rule)
 			unused++
 		}
-		for _, rule := range sortedKeys(rr.UnusedConnections) {
+		for _, rule := range slices.Sorted(maps.Keys(rr.UnusedConnections)) {
 			fmt.Fprintf(w, "ResourcePolicy %s: Allow rule %q: connections that never came: %s\n", rr.Policy, rule, strings.Join(rr.UnusedConnections[rule], ", "))
 			unused++
 		}
@@ -169,13 +170,4 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "%d unused grants.\n", unused)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
@@ -124,14 +122,7 @@ func TestReportOnScriptedTraffic(t *testing.T) {
 	}
 
 	u := NewUsage()
-	classOf := func(name string) (string, bool) {
-		ns, n, _ := strings.Cut(name, "/")
-		rp, ok := set.Resources[types.NamespacedName{Namespace: ns, Name: n}]
-		if !ok {
-			return "", false
-		}
-		return rp.Class, true
-	}
+	classOf := ClassesOf(set)
 	if err := u.Read(&logBuf, "decisions.log", now.Add(-time.Hour), classOf); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/sallyport/sallyport/internal/loader"
 )
 
 // Usage is what decision log lines show was used.
@@ -48,6 +53,19 @@ type Use struct {
 // NewUsage returns an empty usage.
 func NewUsage() *Usage {
 	return &Usage{Reach: map[ReachKey]*Use{}, Rules: map[RuleKey]*Use{}}
+}
+
+// ClassesOf returns the classOf function Read needs, from loaded policies:
+// the class of a ResourcePolicy named "ns/name".
+func ClassesOf(set *loader.Set) func(resource string) (string, bool) {
+	return func(name string) (string, bool) {
+		ns, n, _ := strings.Cut(name, "/")
+		rp, ok := set.Resources[types.NamespacedName{Namespace: ns, Name: n}]
+		if !ok {
+			return "", false
+		}
+		return rp.Class, true
+	}
 }
 
 // logLine is the part of a decision log line (docs/decision-api.md) the
