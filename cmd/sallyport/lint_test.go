@@ -3,32 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// The -update flag rewrites the golden files (shared with the other CLI
-// tests; registered by whichever test file initialises first):
-//
-//	go test ./cmd/sallyport -run TestLintGolden -update
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files of the CLI tests")
-	}
-}
-
-func lintUpdating() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
-
 // TestLintGolden runs `sallyport lint` on the policies in testdata/lint
 // and compares its exit code, standard output and standard error with the
-// golden files in testdata/lint/golden.
+// golden files in testdata/lint/golden (-update rewrites them; see
+// test_cmd_test.go).
 func TestLintGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -55,24 +38,7 @@ func TestLintGolden(t *testing.T) {
 			if code != tc.code {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, stdout.String(), stderr.String())
 			}
-			got := fmt.Sprintf("exit %d\n--- stdout\n%s--- stderr\n%s", code, stdout.String(), stderr.String())
-			file := filepath.Join("testdata", "lint", "golden", tc.name+".golden")
-			if lintUpdating() {
-				if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("output differs from %s (run with -update to accept):\n--- got\n%s\n--- want\n%s", file, got, want)
-			}
+			checkGolden(t, filepath.Join("testdata", "lint", "golden", tc.name+".golden"), transcript(code, stdout.String(), stderr.String()))
 		})
 	}
 }

@@ -17,18 +17,11 @@ import (
 //
 //	go test ./cmd/sallyport -run 'Golden' -update
 //
-// It is registered only if no other test file of the package has, so that
-// golden tests of other commands can share it.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files of the CLI tests")
-	}
-}
+// Every golden test of the package (test, decide, lint) uses it, with
+// transcript and checkGolden.
+var update = flag.Bool("update", false, "rewrite the golden files of the CLI tests")
 
-func updating() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
+func updating() bool { return *update }
 
 // cliRun is one command line of a golden test.
 type cliRun struct {
