@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -58,8 +57,7 @@ func runDecide(args []string) int {
 }
 
 func decideMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport decide", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("sallyport decide", decideUsage, stderr)
 	var policies stringList
 	fs.Var(&policies, "f", "policy `file or directory` (repeatable); default: the --suite's policies")
 	fs.Var(&policies, "filename", "same as -f")
@@ -69,21 +67,11 @@ func decideMain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	nowFlag := fs.String("now", "", "the clock, RFC 3339 `time`; default: the --suite's now, else the current time")
 	trace := fs.Bool("trace", false, "also print the decision's trace to standard error")
 	exitCode := fs.Bool("exit-code", false, "exit 1 when the request is denied")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, decideUsage)
-		fs.PrintDefaults()
-	}
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sallyport decide: "+format+"\n", a...)
-		return 2
-	}
+	fail := usageFailer("sallyport decide", stderr)
 	if len(rest) > 0 {
 		return fail("unexpected arguments %q; policies are given with -f", rest)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,26 +31,15 @@ func runLint(args []string) int {
 
 // lintMain is runLint with its output streams, for tests.
 func lintMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport lint", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("sallyport lint", lintUsage, stderr)
 	format := fs.String("format", "text", "output format: text or json")
 	strict := fs.Bool("strict", false, "fail (exit 1) on warnings too")
 	disable := fs.String("disable", "", "comma-separated finding codes or check names to leave out (SP2004,unreachable-rule)")
 	codes := fs.Bool("codes", false, "list the finding codes and exit")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, lintUsage)
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sallyport lint: "+format+"\n", a...)
-		return 2
-	}
+	fail := usageFailer("sallyport lint", stderr)
 	if *codes {
 		for _, ci := range lint.Codes {
 			closed := ""

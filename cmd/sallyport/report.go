@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,28 +38,17 @@ func runReport(args []string) int {
 
 // reportMain is runReport with its output streams, for tests.
 func reportMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("sallyport report", reportUsage, stderr)
 	var policies, logs stringList
 	fs.Var(&policies, "f", "policy `file or directory` (repeatable)")
 	fs.Var(&logs, "decision-log", "decision log `file` (repeatable; - for standard input)")
 	window := fs.Duration("window", 30*24*time.Hour, "how far back from --until to count")
 	until := fs.String("until", "", "end of the window, RFC 3339 (default: now)")
 	format := fs.String("format", "text", "output format: text or json (with the suggested reach and rules)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, reportUsage)
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sallyport report: "+format+"\n", a...)
-		return 2
-	}
+	fail := usageFailer("sallyport report", stderr)
 	switch {
 	case fs.NArg() > 0:
 		return fail("unexpected arguments %q (policies go with -f)", fs.Args())

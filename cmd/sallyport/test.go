@@ -41,22 +41,14 @@ Flags:
 func runTest(args []string) int { return testMain(context.Background(), args, os.Stdout, os.Stderr) }
 
 func testMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := commandFlags("sallyport test", testUsage, stderr)
 	junit := fs.String("junit", "", "also write the results as JUnit XML to `file`")
 	runExpr := fs.String("run", "", "run only the cases whose \"suite/case\" matches `regexp`")
 	verbose := fs.Bool("verbose", false, "print every decision, passed or not, with its trace")
 	fs.BoolVar(verbose, "v", false, "short for --verbose")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, testUsage)
-		fs.PrintDefaults()
-	}
 	paths, err := parseInterspersed(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
 	if len(paths) == 0 {
 		paths = []string{"."}
