@@ -87,6 +87,9 @@ type evalState struct {
 	// shadow is set while the DryRun policies are evaluated: their
 	// decisions do not count as uses of the rules and reach entries.
 	shadow bool
+	// reach is the reach entry the connection gate checked the target's
+	// class against, nil before; an allowed decision marks it used.
+	reach *policy.Reach
 }
 
 var statePool = sync.Pool{New: func() any { return newEvalState() }}
@@ -104,7 +107,7 @@ const maxPooledSegments = 256
 // release clears what the state refers to of the request, so the pool does
 // not keep a request's data alive, and returns it to the pool.
 func (st *evalState) release() {
-	st.conn, st.req, st.res = expr.Connection{}, expr.Request{}, expr.Resource{}
+	st.conn, st.req, st.res, st.reach = expr.Connection{}, expr.Request{}, expr.Resource{}, nil
 	if cap(st.segs) > maxPooledSegments {
 		st.segs = make([]string, 0, 16)
 	} else {
@@ -194,7 +197,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 	if d.Allowed {
 		// A reach entry is used when it lets through a request that is
 		// allowed: one the resource then denied needed no grant.
-		cp.Reach[target.Class].Usage.Mark(now)
+		st.reach.Usage.Mark(now)
 	}
 
 	if snap.HasDryRun() {
@@ -340,6 +343,7 @@ func (st *evalState) setRequest(req *Request, now time.Time) {
 	// Cleared until a credential is reviewed, so nothing of an earlier
 	// decision is ever visible.
 	st.conn = expr.Connection{}
+	st.reach = nil
 }
 
 // setResource fills the resource variable; empty without a target.
@@ -448,6 +452,7 @@ func checkConnection(c Connection, cp *policy.Connection, rev *credential.Review
 
 	if target != nil {
 		reach := cp.Reach[target.Class]
+		st.reach = reach
 		if reach == nil {
 			c.Reason, c.Message = ReasonClassNotReachable, fmt.Sprintf("class %q of %s is not in the connection's reach", target.Class, policyName(&target.Meta))
 			return c
