@@ -185,6 +185,15 @@ func TestConfigDefaultIsAccepted(t *testing.T) {
 	}
 }
 
+// hack/render.sh (make deploy, build-installer) refuses a component
+// config/ does not have, naming it.
+func TestRenderRefusesUnknownComponent(t *testing.T) {
+	_, err := controlplane.Render(context.Background(), root, "certmanger")
+	if err == nil || !strings.Contains(err.Error(), "no component config/certmanger") {
+		t.Errorf("render with a misspelt component: %v", err)
+	}
+}
+
 // TestChartIsAccepted has the API server admit every object the chart
 // renders, with its defaults and with the optional parts on.
 func TestChartIsAccepted(t *testing.T) {
