@@ -179,6 +179,16 @@ type ConnectionPolicyStatus struct {
 	// never holds the token itself.
 	// +optional
 	Token *TokenStatus `json:"token,omitempty"`
+
+	// usage is how much of an enforced policy's reach the decisions of all
+	// replicas used, merged by the leader at the usage interval.
+	// +optional
+	Usage *ConnectionUsageStatus `json:"usage,omitempty"`
+
+	// dryRun counts the disagreements of a DryRun policy with the enforced
+	// answer, over all replicas.
+	// +optional
+	DryRun *DryRunStatus `json:"dryRun,omitempty"`
 }
 
 // TokenStatus describes the current token of a Secret-mode ConnectionPolicy
@@ -255,6 +265,10 @@ type TokenStatus struct {
 // +kubebuilder:printcolumn:name="Audience",type=string,JSONPath=`.status.audience`
 // +kubebuilder:printcolumn:name="Reach",type=string,JSONPath=`.spec.reach[*].class`
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
+// +kubebuilder:printcolumn:name="Unused",type=integer,JSONPath=`.status.usage.unused`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.usage.lastUsed`,priority=1
+// +kubebuilder:printcolumn:name="Would Deny",type=integer,JSONPath=`.status.dryRun.wouldDeny`,priority=1
+// +kubebuilder:printcolumn:name="Would Allow",type=integer,JSONPath=`.status.dryRun.wouldAllow`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Token Expires",type=string,JSONPath=`.status.token.expiresAt`

@@ -191,6 +191,16 @@ type ResourcePolicyStatus struct {
 	// compiled summarises the version of this policy that serves decisions.
 	// +optional
 	Compiled *CompiledStatus `json:"compiled,omitempty"`
+
+	// usage is how much of an enforced policy's rules the decisions of all
+	// replicas used, merged by the leader at the usage interval.
+	// +optional
+	Usage *ResourceUsageStatus `json:"usage,omitempty"`
+
+	// dryRun counts the disagreements of a DryRun policy with the enforced
+	// answer, over all replicas.
+	// +optional
+	DryRun *DryRunStatus `json:"dryRun,omitempty"`
 }
 
 // ResourcePolicy is the inner gate: it describes one protected service, its
@@ -204,6 +214,10 @@ type ResourcePolicyStatus struct {
 // +kubebuilder:printcolumn:name="Classification",type=string,JSONPath=`.spec.classification`
 // +kubebuilder:printcolumn:name="Rules",type=integer,JSONPath=`.status.compiled.rules`
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
+// +kubebuilder:printcolumn:name="Unused",type=integer,JSONPath=`.status.usage.unused`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.usage.lastUsed`,priority=1
+// +kubebuilder:printcolumn:name="Would Deny",type=integer,JSONPath=`.status.dryRun.wouldDeny`,priority=1
+// +kubebuilder:printcolumn:name="Would Allow",type=integer,JSONPath=`.status.dryRun.wouldAllow`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
