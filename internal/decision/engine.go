@@ -201,7 +201,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, tr *Trace) (d *Decisi
 	}
 
 	if snap.HasDryRun() {
-		d.DryRun = e.shadow(ctx, snap, req, host, path, now, st, cp, target, g)
+		d.DryRun = e.shadow(ctx, snap, req, host, path, now, st, cp, target, g, d.Allowed)
 	}
 
 	// Only on the normal path: after a panic the state is abandoned.
@@ -227,9 +227,10 @@ type gate struct {
 // audience and target in place of the enforced ones (an enforced policy
 // without a DryRun counterpart stays), reusing the enforced gate's review.
 // It returns nil when no DryRun policy concerns the request. It runs after
-// the enforced decision is complete and only reads it.
+// the enforced decision (allowed) is complete and only reads it, and counts
+// the shadow decision on each DryRun policy that took part.
 func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request, host, path string, now time.Time, st *evalState,
-	cp *policy.Connection, target *policy.Resource, g gate) *Shadow {
+	cp *policy.Connection, target *policy.Resource, g gate, allowed bool) *Shadow {
 	var dryConn *policy.Connection
 	if g.aud != "" {
 		dryConn, _ = snap.ConnectionByAudience(v1alpha1.EnforcementDryRun, g.aud)
@@ -274,6 +275,12 @@ func (e *Engine) shadow(ctx context.Context, snap *store.Snapshot, req *Request,
 	}
 	sh.Resource = resourceGate(snap, sh.Connection.Allowed, target, cp, alias, req, host, path, st, nil)
 	sh.Allowed = sh.Connection.Allowed && sh.Resource.Allowed
+	if dryConn != nil {
+		dryConn.Shadowed.Mark(now, allowed, sh.Allowed)
+	}
+	if dryTarget != nil {
+		dryTarget.Shadowed.Mark(now, allowed, sh.Allowed)
+	}
 	return sh
 }
 

@@ -114,7 +114,12 @@ func meta(obj metav1.Object, enforcement v1alpha1.Enforcement) Meta {
 	if enforcement == "" {
 		enforcement = v1alpha1.EnforcementEnforce
 	}
+	var shadowed *ShadowUsage
+	if enforcement == v1alpha1.EnforcementDryRun {
+		shadowed = &ShadowUsage{}
+	}
 	return Meta{
+		Shadowed:    shadowed,
 		Ref:         types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()},
 		Name:        obj.GetNamespace() + "/" + obj.GetName(),
 		UID:         obj.GetUID(),
@@ -188,7 +193,7 @@ func (c *Compiler) CompileConnection(cp *v1alpha1.ConnectionPolicy) (*Connection
 			errs = append(errs, field.Duplicate(rp.Child("class"), r.Class))
 			continue
 		}
-		reach := &Reach{Class: string(r.Class), MaxClassification: LevelInternal}
+		reach := &Reach{Class: string(r.Class), MaxClassification: LevelInternal, Usage: NewUsage(time.Now())}
 		if r.MaxClassification != "" {
 			if reach.MaxClassification = ParseLevel(r.MaxClassification); reach.MaxClassification == LevelUnknown {
 				errs = append(errs, field.NotSupported(rp.Child("maxClassification"), r.MaxClassification, classificationNames))
@@ -325,7 +330,7 @@ func (c *Compiler) CompileResource(rp *v1alpha1.ResourcePolicy) (*Resource, erro
 func (c *Compiler) compileRule(rp *v1alpha1.ResourcePolicy, i int, p *field.Path, sum *Summary) (*Rule, field.ErrorList) {
 	in := &rp.Spec.Rules[i]
 	var errs field.ErrorList
-	out := &Rule{Name: in.Name, Index: i, Effect: in.Effect}
+	out := &Rule{Name: in.Name, Index: i, Effect: in.Effect, Usage: NewUsage(time.Now())}
 	if in.Name == "" {
 		errs = append(errs, field.Required(p.Child("name"), ""))
 	}

@@ -78,6 +78,9 @@ type Meta struct {
 	Enforcement v1alpha1.Enforcement
 	// Summary counts what was compiled.
 	Summary Summary
+	// Shadowed counts the shadow decisions of a DryRun policy; nil on an
+	// enforced one.
+	Shadowed *ShadowUsage
 }
 
 // Summary counts what a policy compiled to, for its status.
@@ -116,7 +119,7 @@ type Reach struct {
 	// MaxClassification is the ceiling.
 	MaxClassification Level
 	// Usage counts the allowed decisions this entry let through.
-	Usage Usage
+	Usage *Usage
 }
 
 // AllowsScopes reports whether every requested scope is within the reach.
@@ -171,7 +174,7 @@ type Rule struct {
 	When *expr.Program
 	// Usage counts the decisions this rule made: an Allow rule that
 	// allowed, a Deny rule that denied.
-	Usage Usage
+	Usage *Usage
 }
 
 // MatchesAction reports whether the rule covers the action.

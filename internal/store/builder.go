@@ -51,7 +51,7 @@ func upsert[T any, O interface {
 	GetUID() types.UID
 	GetGeneration() int64
 	GetLabels() map[string]string
-}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error)) error {
+}](m map[types.NamespacedName]*entry[T], key types.NamespacedName, obj O, compile func() (*T, error), carry func(prev, next *T)) error {
 	e := m[key]
 	if e != nil && e.uid == obj.GetUID() && e.generation == obj.GetGeneration() && maps.Equal(e.labels, labels.Set(obj.GetLabels())) {
 		return nil
@@ -64,9 +64,50 @@ func upsert[T any, O interface {
 	compiled, err := safeCompile(compile)
 	e.err = err
 	if err == nil {
+		if e.served != nil {
+			carry(e.served, compiled)
+		}
 		e.served = compiled
 	}
 	return err
+}
+
+// carryConnection hands the usage counters of a policy's served generation
+// on to its next one: a reach entry keeps counting under its class, and a
+// DryRun policy's shadow counts survive a recompile of the same generation
+// (a label change), not a new one.
+func carryConnection(prev, next *policy.Connection) {
+	for class, r := range next.Reach {
+		if p := prev.Reach[class]; p != nil {
+			r.Usage = p.Usage
+		}
+	}
+	carryShadow(&prev.Meta, &next.Meta)
+}
+
+// carryResource is carryConnection for ResourcePolicies: a rule keeps its
+// counters under its name and effect.
+func carryResource(prev, next *policy.Resource) {
+	old := make(map[string]*policy.Rule, len(prev.Deny)+len(prev.Allow))
+	for _, rules := range [][]*policy.Rule{prev.Deny, prev.Allow} {
+		for _, r := range rules {
+			old[r.Name] = r
+		}
+	}
+	for _, rules := range [][]*policy.Rule{next.Deny, next.Allow} {
+		for _, r := range rules {
+			if p := old[r.Name]; p != nil && p.Effect == r.Effect {
+				r.Usage = p.Usage
+			}
+		}
+	}
+	carryShadow(&prev.Meta, &next.Meta)
+}
+
+func carryShadow(prev, next *policy.Meta) {
+	if prev.Shadowed != nil && next.Shadowed != nil && prev.Generation == next.Generation {
+		next.Shadowed = prev.Shadowed
+	}
 }
 
 // safeCompile turns a panic in compilation into an error, so one hostile
@@ -85,14 +126,14 @@ func safeCompile[T any](compile func() (*T, error)) (out *T, err error) {
 // failed; an unchanged version is not compiled again.
 func (b *Builder) UpsertConnection(cp *v1alpha1.ConnectionPolicy) error {
 	key := types.NamespacedName{Namespace: cp.Namespace, Name: cp.Name}
-	return upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) })
+	return upsert(b.connections, key, cp, func() (*policy.Connection, error) { return b.compiler.CompileConnection(cp) }, carryConnection)
 }
 
 // UpsertResource records the current version of a ResourcePolicy, like
 // UpsertConnection.
 func (b *Builder) UpsertResource(rp *v1alpha1.ResourcePolicy) error {
 	key := types.NamespacedName{Namespace: rp.Namespace, Name: rp.Name}
-	return upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) })
+	return upsert(b.resources, key, rp, func() (*policy.Resource, error) { return b.compiler.CompileResource(rp) }, carryResource)
 }
 
 // Delete forgets a policy: its served version stops serving.
