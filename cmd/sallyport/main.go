@@ -17,7 +17,7 @@ Commands:
   test      Run policy test suites offline (for CI, before a merge).
   lint      Check policies offline for errors and risky grants.
   decide    Answer one decision request offline from policy files.
-  report    List the grants decision logs show were never used, with tightened policies.
+  report    List the grants never used (from decision logs or a cluster), with tightened policies.
   version   Print the build.
 
 Run "sallyport <command> --help" for a command's flags.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -63,5 +64,44 @@ func TestReportCommand(t *testing.T) {
 		if code := reportMain(bad, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "sallyport report:") {
 			t.Errorf("sallyport report %s: exit %d, stderr %q; want 2 with a message", strings.Join(bad, " "), code, errOut.String())
 		}
+	}
+}
+
+// TestReportGolden compares exit code and output of `sallyport report`
+// with testdata/report/golden: the decision-log report, and the command
+// lines of the cluster source that fail before or at reaching the cluster.
+// A report read from a real cluster is checked in test/report, which
+// starts an API server.
+func TestReportGolden(t *testing.T) {
+	const dir = "testdata/report/"
+	files := []string{"-f", dir + "policies.yaml", "--decision-log", dir + "decisions.log"}
+	for _, tc := range []cliRun{
+		{name: "logs", args: append([]string{"--until", "2026-12-01T13:00:00Z", "--window", "24h"}, files...), code: 0},
+		{name: "cluster-and-files", args: append([]string{"--cluster"}, files...), code: 2},
+		{name: "kubeconfig-and-log", args: []string{"--kubeconfig", dir + "unreachable.kubeconfig", "--decision-log", dir + "decisions.log"}, code: 2},
+		{name: "namespace-without-cluster", args: append([]string{"-n", "billing"}, files...), code: 2},
+		{name: "no-source", args: nil, code: 2},
+		{name: "missing-kubeconfig", args: []string{"--kubeconfig", dir + "no-such.kubeconfig"}, code: 2},
+		{name: "unreachable-cluster", args: []string{"--kubeconfig", dir + "unreachable.kubeconfig", "-n", "billing"}, code: 2},
+		{name: "cluster-bad-window", args: []string{"--cluster", "--window", "-1h"}, code: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := reportMain(tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
+			}
+			checkGolden(t, filepath.Join("testdata", "report", "golden", tc.name+".golden"), transcript(code, stdout.String(), stderr.String()))
+		})
+	}
+}
+
+// --cluster without --kubeconfig finds the cluster through $KUBECONFIG.
+func TestReportClusterFromEnvironment(t *testing.T) {
+	t.Setenv("KUBECONFIG", "testdata/report/unreachable.kubeconfig")
+	var stdout, stderr bytes.Buffer
+	code := reportMain([]string{"--cluster"}, &stdout, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "read the cluster at https://127.0.0.1:1") {
+		t.Errorf("exit %d, stderr %q; want 2, naming the cluster of $KUBECONFIG", code, stderr.String())
 	}
 }

@@ -12,11 +12,26 @@ import (
 
 // Report is the unused grants of a set of policies over a window.
 type Report struct {
+	// From and To are the earliest and latest decision read from the logs;
+	// Decisions counts those in the window (decision-log source only).
 	From        string             `json:"from,omitempty"`
 	To          string             `json:"to,omitempty"`
 	Decisions   int                `json:"decisions"`
 	Connections []ConnectionReport `json:"connectionPolicies"`
 	Resources   []ResourceReport   `json:"resourcePolicies"`
+
+	// The fields below are set only by a report from the cluster
+	// (FromStatus); they are left out of a decision-log report's JSON,
+	// which predates them.
+
+	// Source is SourceCluster for a report from the policies' status.
+	Source string `json:"source,omitempty"`
+	// Since and Until bound the window: a grant not used since Since is
+	// unused, if it was tracked since Since or earlier.
+	Since string `json:"since,omitempty"`
+	Until string `json:"until,omitempty"`
+	// DryRun are the DryRun policies with their disagreement counts.
+	DryRun []DryRunReport `json:"dryRunPolicies,omitzero"`
 }
 
 // ConnectionReport is one ConnectionPolicy's unused grants.
@@ -29,6 +44,15 @@ type ConnectionReport struct {
 	// SuggestedReach keeps the classes reached, each with the scopes
 	// requested there (within what it allowed).
 	SuggestedReach []v1alpha1.Reach `json:"suggestedReach"`
+
+	// Cluster source only: NoUsageData is set when the policy's status
+	// holds no usage yet (nothing about it is judged); NotTrackedReach are
+	// the classes not tracked for the whole window (too new to judge, kept
+	// in the suggestion); Grants is every reach entry as the status tells
+	// it.
+	NoUsageData     bool          `json:"noUsageData,omitempty"`
+	NotTrackedReach []string      `json:"notTrackedReach,omitzero"`
+	Grants          []GrantStatus `json:"grants,omitzero"`
 }
 
 // ResourceReport is one ResourcePolicy's unused grants.
@@ -44,6 +68,12 @@ type ResourceReport struct {
 	// SuggestedRules keeps every Deny rule and the Allow rules that were
 	// used, naming only the connections that came (selector entries kept).
 	SuggestedRules []v1alpha1.Rule `json:"suggestedRules"`
+
+	// Cluster source only, as in ConnectionReport: NotTrackedRules are the
+	// rules not tracked for the whole window (kept in the suggestion).
+	NoUsageData     bool          `json:"noUsageData,omitempty"`
+	NotTrackedRules []string      `json:"notTrackedRules,omitzero"`
+	Grants          []GrantStatus `json:"grants,omitzero"`
 }
 
 // Build compares the policies with the usage. Only Enforce policies are
@@ -140,6 +170,10 @@ func Build(conns []*v1alpha1.ConnectionPolicy, res []*v1alpha1.ResourcePolicy, u
 
 // WriteText prints the report for people: only what is unused.
 func (r *Report) WriteText(w io.Writer) {
+	if r.Source == SourceCluster {
+		r.writeClusterText(w)
+		return
+	}
 	if r.Decisions == 0 {
 		fmt.Fprintln(w, "No decisions in the window: every grant is unused.")
 	} else {
