@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/usage"
 )
 
 // +kubebuilder:rbac:groups=policy.sallyport.dev,resources=connectionpolicies;resourcepolicies,verbs=get;list;watch
@@ -40,6 +42,9 @@ type kindOf[T client.Object] struct {
 	fields func(T) statusFields
 	// extra sets the kind's own status fields.
 	extra func(T, store.Status)
+	// usage sets status.usage or status.dryRun from the merged view and
+	// says when to look again (0: on the next change).
+	usage func(*UsageTracking, T, store.Status, *usage.View) time.Duration
 	// phase is the kind's own work in a reconcile (token issuance for
 	// ConnectionPolicies); nil for none.
 	phase phase[T]
@@ -77,7 +82,10 @@ type PolicyReconciler[T client.Object] struct {
 	Client   client.Client
 	Store    *store.Store
 	Recorder recorder.EventRecorder
-	kind     kindOf[T]
+	// Usage is where the merged usage comes from; nil leaves status.usage
+	// and status.dryRun alone.
+	Usage *UsageTracking
+	kind  kindOf[T]
 }
 
 // NewConnectionPolicyReconciler returns the ConnectionPolicy reconciler: the
@@ -92,6 +100,7 @@ func NewConnectionPolicyReconciler(c client.Client, s *store.Store, rec recorder
 			return statusFields{&o.Status.Conditions, &o.Status.ObservedGeneration, &o.Status.Compiled}
 		},
 		extra:      func(o *v1alpha1.ConnectionPolicy, st store.Status) { o.Status.Audience = st.Audience },
+		usage:      (*UsageTracking).connectionUsage,
 		predicates: []predicate.Predicate{predicate.GenerationChangedPredicate{}},
 	}
 	if tokens != nil {
@@ -112,6 +121,7 @@ func NewResourcePolicyReconciler(c client.Client, s *store.Store, rec recorder.E
 			return statusFields{&o.Status.Conditions, &o.Status.ObservedGeneration, &o.Status.Compiled}
 		},
 		extra:      func(*v1alpha1.ResourcePolicy, store.Status) {},
+		usage:      (*UsageTracking).resourceUsage,
 		predicates: []predicate.Predicate{predicate.GenerationChangedPredicate{}},
 	}}
 }
@@ -121,8 +131,11 @@ func NewResourcePolicyReconciler(c client.Client, s *store.Store, rec recorder.E
 func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	obj := r.kind.newObj()
 	if err := r.Client.Get(ctx, req.NamespacedName, obj); err != nil {
-		if apierrors.IsNotFound(err) && r.kind.phase != nil {
-			r.kind.phase.forget(req.NamespacedName)
+		if apierrors.IsNotFound(err) {
+			forgetUsageMetrics(r.kind.kind, req.Namespace, req.Name)
+			if r.kind.phase != nil {
+				r.kind.phase.forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -164,6 +177,13 @@ func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (
 	*f.observedGeneration = obj.GetGeneration()
 	*f.compiled = compiledStatus(st)
 	r.kind.extra(obj, st)
+	if r.Usage != nil {
+		if v := r.Usage.Merger.View(); v != nil {
+			if again := r.kind.usage(r.Usage, obj, st, v); again > 0 && (res.RequeueAfter == 0 || again < res.RequeueAfter) {
+				res.RequeueAfter = again
+			}
+		}
+	}
 	if equality.Semantic.DeepEqual(before, obj) {
 		return res, nil
 	}
@@ -178,11 +198,13 @@ func (r *PolicyReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) (
 // renew annotation changes or deletion starts) and whenever the store's view
 // of the policy changes.
 func (r *PolicyReconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(r.kind.newObj(), builder.WithPredicates(predicate.Or(r.kind.predicates...))).
-		WatchesRawSource(storeSource(r.Store, r.kind.kind)).
-		Named(string(r.kind.kind)).
-		Complete(r)
+		WatchesRawSource(storeSource(r.Store, r.kind.kind))
+	if r.Usage != nil {
+		b = b.WatchesRawSource(usageSource(r.Usage.Merger, r.kind.kind))
+	}
+	return b.Named(string(r.kind.kind)).Complete(r)
 }
 
 // withToken folds a failed token issuance into Ready: a policy that asks for

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -16,8 +17,22 @@ import (
 	"github.com/sallyport/sallyport/internal/decisionlog"
 	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/internal/manager"
+	usagereport "github.com/sallyport/sallyport/internal/usage"
 	"github.com/sallyport/sallyport/internal/version"
 )
+
+// defaultReplica names this process's usage report: its pod in a cluster,
+// its host outside one.
+func defaultReplica() string {
+	if p := os.Getenv("POD_NAME"); p != "" {
+		return p
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "local"
+	}
+	return h
+}
 
 func runManager(args []string) int {
 	fs := flag.NewFlagSet("sallyport manager", flag.ContinueOnError)
@@ -57,6 +72,10 @@ func runManager(args []string) int {
 	certExtraNames := fs.String("cert-extra-names", "", "Comma-separated extra DNS names or IP addresses for the serving certificate (self only).")
 	fs.StringVar(&o.Certs.ValidatingWebhookConfigurationName, "validating-webhook-configuration-name", "sallyport-validating-webhook-configuration", `ValidatingWebhookConfiguration that gets the CA bundle (self only); "" skips it.`)
 	fs.StringVar(&o.Certs.MutatingWebhookConfigurationName, "mutating-webhook-configuration-name", "sallyport-mutating-webhook-configuration", `MutatingWebhookConfiguration that gets the CA bundle (self only); "" skips it.`)
+	fs.StringVar(&o.Usage.Namespace, "usage-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the usage reports each replica writes and the leader merges into the policies' status; empty turns status.usage and status.dryRun off. Default: $POD_NAMESPACE.")
+	fs.StringVar(&o.Usage.Replica, "usage-replica", defaultReplica(), "Name of this replica's usage report; two processes running at once must not share it. Default: $POD_NAME, else the host name.")
+	fs.DurationVar(&o.Usage.Interval, "usage-interval", time.Minute, "How often each replica writes its usage report and the leader merges them: status.usage lags the decisions by up to about twice this.")
+	fs.DurationVar(&o.Usage.Window, "usage-window", 30*24*time.Hour, "How long a grant must go unused to be counted in status.usage.unused.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +105,13 @@ func runManager(args []string) int {
 	if o.ShutdownDelay < 0 {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --shutdown-delay must not be negative")
 		return 2
+	}
+	if o.Usage.Interval <= 0 || o.Usage.Window <= 0 {
+		fmt.Fprintln(os.Stderr, "sallyport manager: --usage-interval and --usage-window must be positive")
+		return 2
+	}
+	if name, uid := os.Getenv("POD_NAME"), os.Getenv("POD_UID"); name != "" && uid != "" {
+		o.Usage.Pod = &usagereport.Pod{Name: name, UID: types.UID(uid)}
 	}
 	if o.TokenReviewCacheTTL <= 0 {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --token-review-cache-ttl must be positive")

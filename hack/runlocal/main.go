@@ -105,6 +105,10 @@ func run() error {
 		"--grpc-bind-address", *grpcAddr,
 		"--decision-insecure",
 		"--shutdown-delay=0",
+		// Usage in the policies' status, refreshed often enough to watch
+		// it move while trying policies out.
+		"--usage-namespace=default",
+		"--usage-interval=10s",
 		"--zap-devel",
 	}
 	args = append(args, flag.Args()...)

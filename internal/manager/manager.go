@@ -39,6 +39,7 @@ import (
 	"github.com/sallyport/sallyport/internal/policy"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/tlspolicy"
+	"github.com/sallyport/sallyport/internal/usage"
 	policywebhook "github.com/sallyport/sallyport/webhook"
 )
 
@@ -97,12 +98,30 @@ type Options struct {
 	// that play several replicas): controller names need not be unique.
 	ReplicaOfAnother bool
 
+	// Usage configures the usage reports and their merge into status.
+	Usage UsageOptions
+
 	// Tokens tunes Secret-mode token issuance; tests shorten its overlap and
 	// wrap its TokenRequest client.
 	Tokens controllers.TokenOptions
 
 	// Certs says where the webhook and decision certificates come from.
 	Certs CertOptions
+}
+
+// UsageOptions configure usage tracking across replicas.
+type UsageOptions struct {
+	// Namespace holds the reports; empty turns status.usage and
+	// status.dryRun off (the per-replica metrics stay).
+	Namespace string
+	// Replica names this process's report.
+	Replica string
+	// Pod is the pod this process runs in; nil outside a cluster.
+	Pod *usage.Pod
+	// Interval is how often reports are written and merged.
+	Interval time.Duration
+	// Window is how long a grant must go unused to count as unused.
+	Window time.Duration
 }
 
 // Certificate management modes.
@@ -293,10 +312,18 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err != nil {
 		return nil, err
 	}
-	if err := controllers.NewConnectionPolicyReconciler(mgr.GetClient(), st, rec, tokens).SetupWithManager(mgr); err != nil {
+	tracking, err := addUsage(mgr, st, o.Usage, log)
+	if err != nil {
+		return nil, err
+	}
+	connRec := controllers.NewConnectionPolicyReconciler(mgr.GetClient(), st, rec, tokens)
+	connRec.Usage = tracking
+	if err := connRec.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up ConnectionPolicy controller: %w", err)
 	}
-	if err := controllers.NewResourcePolicyReconciler(mgr.GetClient(), st, rec).SetupWithManager(mgr); err != nil {
+	resRec := controllers.NewResourcePolicyReconciler(mgr.GetClient(), st, rec)
+	resRec.Usage = tracking
+	if err := resRec.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("set up ResourcePolicy controller: %w", err)
 	}
 	if o.EnableWebhooks {
@@ -351,6 +378,31 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		}
 	}
 	return op, nil
+}
+
+// addUsage adds the usage reporter (every replica) and merger (the leader)
+// and returns where the policy controllers find the merged usage; nil when
+// usage tracking is off.
+func addUsage(mgr ctrl.Manager, st *store.Store, o UsageOptions, log logr.Logger) (*controllers.UsageTracking, error) {
+	if o.Namespace == "" {
+		log.Info("No usage namespace: policies' status.usage and status.dryRun are not kept (set --usage-namespace, or run in a pod)")
+		return nil, nil
+	}
+	if o.Replica == "" || o.Interval <= 0 || o.Window <= 0 {
+		return nil, fmt.Errorf("usage tracking needs a replica name, a positive interval and window (got %q, %s, %s)", o.Replica, o.Interval, o.Window)
+	}
+	rep := usage.NewReporter(mgr.GetClient(), mgr.GetAPIReader(), st, usage.ReporterOptions{
+		Namespace: o.Namespace, Replica: o.Replica, Pod: o.Pod, Interval: o.Interval,
+	}, log.WithName("usage"))
+	if err := mgr.Add(rep); err != nil {
+		return nil, fmt.Errorf("add the usage reporter: %w", err)
+	}
+	m := usage.NewMerger(mgr.GetClient(), mgr.GetAPIReader(), st, usage.MergerOptions{Namespace: o.Namespace, Interval: o.Interval}, log.WithName("usage"))
+	if err := mgr.Add(m); err != nil {
+		return nil, fmt.Errorf("add the usage merger: %w", err)
+	}
+	log.Info("Tracking usage across replicas", "namespace", o.Namespace, "replica", o.Replica, "interval", o.Interval.String(), "window", o.Window.String())
+	return &controllers.UsageTracking{Merger: m, Window: o.Window}, nil
 }
 
 // addDecisionServers adds the decision API and the ext_authz server, which

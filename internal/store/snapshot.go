@@ -6,6 +6,8 @@
 package store
 
 import (
+	"iter"
+
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -196,4 +198,15 @@ func (s *Snapshot) Serving(e v1alpha1.Enforcement) ([]*policy.Connection, []*pol
 // path skips shadow evaluation without a lookup when none does.
 func (s *Snapshot) HasDryRun() bool {
 	return len(s.dryRun.byAudience) > 0 || len(s.dryRun.byService) > 0 || len(s.dryRun.byHost) > 0
+}
+
+// Statuses yields what the store made of every policy object it knows.
+func (s *Snapshot) Statuses() iter.Seq2[Ref, Status] {
+	return func(yield func(Ref, Status) bool) {
+		for ref, st := range s.status {
+			if !yield(ref, *st) {
+				return
+			}
+		}
+	}
 }

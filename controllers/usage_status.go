@@ -1,0 +1,269 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/sallyport/sallyport/api/v1alpha1"
+	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/usage"
+)
+
+// UsageTracking is where the policy reconcilers find the usage merged over
+// all replicas, and how they judge it.
+type UsageTracking struct {
+	// Merger merges the replicas' reports.
+	Merger *usage.Merger
+	// Window is how long a grant must go unused to be counted unused.
+	Window time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+func (u *UsageTracking) now() time.Time {
+	if u.Now != nil {
+		return u.Now()
+	}
+	return time.Now()
+}
+
+// Per-policy usage metrics, from the merged view, on the leader: the leader
+// is the only replica that has it, so these series come from one pod.
+var (
+	unusedGrants = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sallyport_policy_unused_grants",
+		Help: "Grants of an enforced policy (ResourcePolicy rules, ConnectionPolicy reach entries) tracked for the usage window and not used in it, merged over all replicas. Exported by the leader.",
+	}, []string{"kind", "namespace", "policy"})
+	dryRunCounts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sallyport_policy_dryrun_decisions",
+		Help: "Shadow decisions of a DryRun policy's current generation, merged over all replicas, by result: all, WouldDeny or WouldAllow. Exported by the leader.",
+	}, []string{"kind", "namespace", "policy", "result"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(unusedGrants, dryRunCounts)
+}
+
+// forgetUsageMetrics drops the series of a policy that is gone.
+func forgetUsageMetrics(kind store.Kind, ns, name string) {
+	unusedGrants.DeletePartialMatch(prometheus.Labels{"kind": string(kind), "namespace": ns, "policy": name})
+	dryRunCounts.DeletePartialMatch(prometheus.Labels{"kind": string(kind), "namespace": ns, "policy": name})
+}
+
+// usageSource enqueues the policies of one kind whose merged usage changed.
+func usageSource(m *usage.Merger, kind store.Kind) source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		m.Subscribe(func(c usage.Changed) {
+			if c.Kind == string(kind) {
+				q.Add(reconcile.Request{NamespacedName: c.NamespacedName})
+			}
+		})
+		return nil
+	})
+}
+
+// grant is one grant as the status lists it: its key, its previous status
+// and where to write the new one.
+type grant struct {
+	key  string
+	prev *v1alpha1.GrantUsage
+	out  *v1alpha1.GrantUsage
+}
+
+// judge fills the grants' usage from the merged counts p and sums it up in
+// sum. Times already in status are kept when the merge knows less (the
+// archive was deleted): a last use never moves back, tracking never starts
+// later. It returns when the next grant turns unused by the clock alone, 0
+// when none will.
+func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.UsageSummary, now time.Time) time.Duration {
+	cutoff := now.Add(-u.Window)
+	var next time.Duration
+	soonest := func(at time.Time) {
+		if d := at.Sub(now) + time.Second; d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	sum.Window = &metav1.Duration{Duration: u.Window}
+	sum.Unused, sum.LastUsed = 0, nil
+	for _, g := range grants {
+		m := p.Grants[g.key]
+		out := g.out
+		out.Decisions = int64(m.Decisions)
+		out.LastUsed = later(unixTime(m.Last), g.prev.LastUsed)
+		out.TrackedSince = earlier(unixTime(m.Since), g.prev.TrackedSince)
+		tracked := out.TrackedSince != nil && !out.TrackedSince.After(cutoff)
+		recent := out.LastUsed != nil && out.LastUsed.After(cutoff)
+		out.Unused = tracked && !recent
+		if out.Unused {
+			sum.Unused++
+		} else {
+			if out.TrackedSince != nil && !tracked {
+				soonest(out.TrackedSince.Add(u.Window))
+			}
+			if recent {
+				soonest(out.LastUsed.Add(u.Window))
+			}
+		}
+		sum.LastUsed = later(out.LastUsed, sum.LastUsed)
+	}
+	return next
+}
+
+// dryRun is a DryRun policy's status from the merged shadow counts; served
+// is the generation that serves when the replicas have reported none.
+func dryRun(p *usage.Policy, served int64, prev *v1alpha1.DryRunStatus, at time.Time) *v1alpha1.DryRunStatus {
+	out := &v1alpha1.DryRunStatus{Generation: served}
+	if p != nil && p.Shadow != nil && p.Shadow.Generation >= served {
+		s := p.Shadow
+		out.Generation, out.Decisions, out.WouldDeny, out.WouldAllow = s.Generation, int64(s.Decisions), int64(s.WouldDeny), int64(s.WouldAllow)
+		out.LastDisagreement = unixTime(s.LastDisagreement)
+	}
+	if prev != nil && sameDryRun(prev, out) {
+		out.UpdatedAt = prev.UpdatedAt
+	} else {
+		t := metav1.NewTime(at)
+		out.UpdatedAt = &t
+	}
+	return out
+}
+
+func sameDryRun(a, b *v1alpha1.DryRunStatus) bool {
+	return a.Generation == b.Generation && a.Decisions == b.Decisions && a.WouldDeny == b.WouldDeny && a.WouldAllow == b.WouldAllow
+}
+
+func observeDryRun(kind store.Kind, ns, name string, d *v1alpha1.DryRunStatus) {
+	if d == nil {
+		dryRunCounts.DeletePartialMatch(prometheus.Labels{"kind": string(kind), "namespace": ns, "policy": name})
+		return
+	}
+	dryRunCounts.WithLabelValues(string(kind), ns, name, "all").Set(float64(d.Decisions))
+	dryRunCounts.WithLabelValues(string(kind), ns, name, "WouldDeny").Set(float64(d.WouldDeny))
+	dryRunCounts.WithLabelValues(string(kind), ns, name, "WouldAllow").Set(float64(d.WouldAllow))
+}
+
+func unixTime(unix int64) *metav1.Time {
+	if unix == 0 {
+		return nil
+	}
+	t := metav1.NewTime(time.Unix(unix, 0).UTC())
+	return &t
+}
+
+func later(a, b *metav1.Time) *metav1.Time {
+	if a == nil || (b != nil && b.After(a.Time)) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b *metav1.Time) *metav1.Time {
+	if a == nil || (b != nil && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// resourceUsage sets a ResourcePolicy's status.usage or status.dryRun from
+// the merged view and returns when to look again (0: on the next change).
+func (u *UsageTracking) resourceUsage(rp *v1alpha1.ResourcePolicy, st store.Status, v *usage.View) time.Duration {
+	p := v.Policy(rp.UID)
+	if rp.Spec.Enforcement == v1alpha1.EnforcementDryRun {
+		rp.Status.Usage = nil
+		rp.Status.DryRun = dryRun(p, st.Served, rp.Status.DryRun, v.At)
+		observeDryRun(store.KindResource, rp.Namespace, rp.Name, rp.Status.DryRun)
+		unusedGrants.DeletePartialMatch(prometheus.Labels{"kind": string(store.KindResource), "namespace": rp.Namespace, "policy": rp.Name})
+		return 0
+	}
+	rp.Status.DryRun = nil
+	observeDryRun(store.KindResource, rp.Namespace, rp.Name, nil)
+	if p == nil {
+		p = &usage.Policy{}
+	}
+	prev := rp.Status.Usage
+	if prev == nil {
+		prev = &v1alpha1.ResourceUsageStatus{}
+	}
+	old := map[string]*v1alpha1.GrantUsage{}
+	for i := range prev.Rules {
+		old[prev.Rules[i].Name] = &prev.Rules[i].GrantUsage
+	}
+	next := &v1alpha1.ResourceUsageStatus{UsageSummary: prev.UsageSummary, Rules: make([]v1alpha1.RuleUsage, len(rp.Spec.Rules))}
+	grants := make([]grant, len(rp.Spec.Rules))
+	for i, r := range rp.Spec.Rules {
+		next.Rules[i] = v1alpha1.RuleUsage{Name: r.Name, Effect: r.Effect}
+		prevGrant := old[r.Name]
+		if prevGrant == nil {
+			prevGrant = &v1alpha1.GrantUsage{}
+		}
+		grants[i] = grant{key: r.Name, prev: prevGrant, out: &next.Rules[i].GrantUsage}
+	}
+	again := u.judge(grants, p, &next.UsageSummary, u.now())
+	stamp(&next.UsageSummary, rp.Status.Usage != nil && usageEqual(rp.Status.Usage.Rules, next.Rules, rp.Status.Usage.UsageSummary, next.UsageSummary), v.At)
+	rp.Status.Usage = next
+	unusedGrants.WithLabelValues(string(store.KindResource), rp.Namespace, rp.Name).Set(float64(next.Unused))
+	return again
+}
+
+// connectionUsage is resourceUsage for ConnectionPolicies.
+func (u *UsageTracking) connectionUsage(cp *v1alpha1.ConnectionPolicy, st store.Status, v *usage.View) time.Duration {
+	p := v.Policy(cp.UID)
+	if cp.Spec.Enforcement == v1alpha1.EnforcementDryRun {
+		cp.Status.Usage = nil
+		cp.Status.DryRun = dryRun(p, st.Served, cp.Status.DryRun, v.At)
+		observeDryRun(store.KindConnection, cp.Namespace, cp.Name, cp.Status.DryRun)
+		unusedGrants.DeletePartialMatch(prometheus.Labels{"kind": string(store.KindConnection), "namespace": cp.Namespace, "policy": cp.Name})
+		return 0
+	}
+	cp.Status.DryRun = nil
+	observeDryRun(store.KindConnection, cp.Namespace, cp.Name, nil)
+	if p == nil {
+		p = &usage.Policy{}
+	}
+	prev := cp.Status.Usage
+	if prev == nil {
+		prev = &v1alpha1.ConnectionUsageStatus{}
+	}
+	old := map[string]*v1alpha1.GrantUsage{}
+	for i := range prev.Reach {
+		old[prev.Reach[i].Class] = &prev.Reach[i].GrantUsage
+	}
+	next := &v1alpha1.ConnectionUsageStatus{UsageSummary: prev.UsageSummary, Reach: make([]v1alpha1.ReachUsage, len(cp.Spec.Reach))}
+	grants := make([]grant, len(cp.Spec.Reach))
+	for i, r := range cp.Spec.Reach {
+		next.Reach[i] = v1alpha1.ReachUsage{Class: string(r.Class)}
+		prevGrant := old[string(r.Class)]
+		if prevGrant == nil {
+			prevGrant = &v1alpha1.GrantUsage{}
+		}
+		grants[i] = grant{key: string(r.Class), prev: prevGrant, out: &next.Reach[i].GrantUsage}
+	}
+	again := u.judge(grants, p, &next.UsageSummary, u.now())
+	stamp(&next.UsageSummary, cp.Status.Usage != nil && usageEqual(cp.Status.Usage.Reach, next.Reach, cp.Status.Usage.UsageSummary, next.UsageSummary), v.At)
+	cp.Status.Usage = next
+	unusedGrants.WithLabelValues(string(store.KindConnection), cp.Namespace, cp.Name).Set(float64(next.Unused))
+	return again
+}
+
+// stamp sets updatedAt to the merge time when the usage changed: a merge
+// that changes nothing writes nothing.
+func stamp(sum *v1alpha1.UsageSummary, unchanged bool, at time.Time) {
+	if unchanged {
+		return
+	}
+	t := metav1.NewTime(at)
+	sum.UpdatedAt = &t
+}
+
+// usageEqual compares two usages but for when they were written.
+func usageEqual[T any](a, b []T, sa, sb v1alpha1.UsageSummary) bool {
+	sa.UpdatedAt, sb.UpdatedAt = nil, nil
+	return equality.Semantic.DeepEqual(a, b) && equality.Semantic.DeepEqual(sa, sb)
+}

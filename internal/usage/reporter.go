@@ -1,0 +1,170 @@
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sallyport/sallyport/internal/store"
+)
+
+// Every replica writes its report; the leader folds and deletes those of
+// replicas that are gone, which needs their pods.
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;create;update;delete
+// +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get
+
+// ReporterOptions configure a Reporter.
+type ReporterOptions struct {
+	// Namespace holds the report.
+	Namespace string
+	// Replica names this process: its pod's name in a cluster, the host's
+	// outside one. Two processes running at once must not share it.
+	Replica string
+	// Pod is the pod this process runs in; nil outside a cluster.
+	Pod *Pod
+	// Interval is how often the report is written.
+	Interval time.Duration
+}
+
+// Reporter writes this replica's usage counters into its report ConfigMap
+// at an interval and once more when it stops. It runs on every replica.
+type Reporter struct {
+	client client.Client
+	reader client.Reader
+	store  *store.Store
+	opts   ReporterOptions
+	log    logr.Logger
+	// baseline is what the predecessor process reported.
+	baseline *Report
+	// current is the report object as last written; nil before the first
+	// write.
+	current *corev1.ConfigMap
+}
+
+// NewReporter returns a Reporter of the counters of st. c writes, r reads
+// (uncached: the operator does not watch ConfigMaps).
+func NewReporter(c client.Client, r client.Reader, st *store.Store, o ReporterOptions, log logr.Logger) *Reporter {
+	return &Reporter{client: c, reader: r, store: st, opts: o, log: log}
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: every
+// replica reports.
+func (*Reporter) NeedLeaderElection() bool { return false }
+
+// Start writes the report until ctx ends, then writes it a last time.
+func (r *Reporter) Start(ctx context.Context) error {
+	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportName(r.opts.Replica)}
+	// Adopt the predecessor's counts before counting on top of them; until
+	// that read succeeds nothing is written, so nothing is overwritten.
+	if err := wait.PollUntilContextCancel(ctx, r.opts.Interval, true, func(ctx context.Context) (bool, error) {
+		if err := r.adopt(ctx, key); err != nil {
+			r.log.Error(err, "Could not read this replica's previous usage report; retrying", "configMap", key.String())
+			return false, nil
+		}
+		return true, nil
+	}); err != nil {
+		return nil //nolint:nilerr // ctx ended before the first read: nothing was counted on top of it.
+	}
+	// The first snapshot must be complete, or the baseline of policies it
+	// does not know yet would be dropped.
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return r.store.Ready(), nil
+	}); err != nil {
+		return nil //nolint:nilerr // stopped before any decision: nothing to report.
+	}
+	t := time.NewTicker(r.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// The decision servers have stopped by now: this report holds
+			// every decision this process made.
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := r.Write(final); err != nil {
+				r.log.Error(err, "Could not write the final usage report; the decisions since the last one are not counted")
+			}
+			return nil
+		case <-t.C:
+			if err := r.Write(ctx); err != nil && ctx.Err() == nil {
+				reportErrors.Inc()
+				r.log.Error(err, "Could not write the usage report; retrying at the next interval")
+			}
+		}
+	}
+}
+
+// adopt reads the report a predecessor process of this replica left.
+func (r *Reporter) adopt(ctx context.Context, key types.NamespacedName) error {
+	cm := &corev1.ConfigMap{}
+	if err := r.reader.Get(ctx, key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("get usage report %s: %w", key, err)
+	}
+	rep, err := decode(cm)
+	if err != nil {
+		// An unreadable report cannot be added to; it is replaced, and its
+		// counts are lost, which the log says.
+		r.log.Error(err, "Replacing an unreadable usage report", "configMap", key.String())
+	} else {
+		r.baseline = rep
+		r.log.Info("Counting on from this replica's previous usage report", "configMap", key.String(), "policies", len(rep.Policies), "written", rep.Written)
+	}
+	r.current = cm
+	return nil
+}
+
+// Write writes the current counts.
+func (r *Reporter) Write(ctx context.Context) error {
+	rep := collect(r.store.Snapshot(), r.baseline, time.Now())
+	rep.Replica, rep.Pod = r.opts.Replica, r.opts.Pod
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+		Namespace: r.opts.Namespace,
+		Name:      ReportName(r.opts.Replica),
+		Labels:    map[string]string{LabelRole: RoleReplica, "app.kubernetes.io/name": "sallyport"},
+	}}
+	if r.current != nil {
+		cm = r.current.DeepCopy()
+		if cm.Labels == nil {
+			cm.Labels = map[string]string{}
+		}
+		cm.Labels[LabelRole] = RoleReplica
+	}
+	if err := encode(cm, rep); err != nil {
+		return err
+	}
+	var err error
+	if r.current == nil {
+		err = r.client.Create(ctx, cm)
+	} else {
+		// The resourceVersion of the last write makes this fail if anyone
+		// else changed the report.
+		err = r.client.Update(ctx, cm)
+	}
+	switch {
+	case err == nil:
+		r.current = cm
+		return nil
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err):
+		// Another writer (a second process under this replica name, or an
+		// operator that deleted it): start over from what is there now.
+		r.current, r.baseline = nil, nil
+		if aerr := r.adopt(ctx, client.ObjectKeyFromObject(cm)); aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		return fmt.Errorf("usage report %s changed under this replica; it now counts on from what is there (is a second process running as replica %q?): %w",
+			client.ObjectKeyFromObject(cm), r.opts.Replica, err)
+	}
+	return fmt.Errorf("write usage report %s: %w", client.ObjectKeyFromObject(cm), err)
+}
