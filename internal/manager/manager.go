@@ -184,6 +184,9 @@ type Operator struct {
 	closeLog func() error
 	// certs are the self-managed certificates, nil when external.
 	certs *certs.Manager
+	// usage writes this replica's usage report; nil when usage tracking is
+	// off.
+	usage *usage.Reporter
 	// stopping is set when the manager has been told to stop: the
 	// readiness check fails from then on.
 	stopping atomic.Bool
@@ -215,6 +218,14 @@ func (op *Operator) Start(ctx context.Context) error {
 		if cerr := op.closeLog(); cerr != nil {
 			op.log.Error(cerr, "Could not flush the decision log")
 		}
+	}
+	if op.usage != nil {
+		// The last report, with every decision this process made.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if ferr := op.usage.Flush(flushCtx); ferr != nil {
+			op.log.Error(ferr, "Could not write the final usage report; the decisions since the last one are not counted in status")
+		}
+		cancel()
 	}
 	if err != nil {
 		return fmt.Errorf("run manager: %w", err)
@@ -312,7 +323,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 	if err != nil {
 		return nil, err
 	}
-	tracking, err := addUsage(mgr, st, o.Usage, log)
+	tracking, reporter, err := addUsage(mgr, st, o.Usage, log)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +346,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 		}
 	}
 
-	op := &Operator{Manager: mgr, Store: st, log: log, opts: o}
+	op := &Operator{Manager: mgr, Store: st, log: log, opts: o, usage: reporter}
 	if certCfg != nil {
 		cm, err := certs.New(*certCfg, mgr.GetClient(), mgr.GetAPIReader(), log.WithName("certs"))
 		if err != nil {
@@ -383,26 +394,26 @@ func New(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) (*Op
 // addUsage adds the usage reporter (every replica) and merger (the leader)
 // and returns where the policy controllers find the merged usage; nil when
 // usage tracking is off.
-func addUsage(mgr ctrl.Manager, st *store.Store, o UsageOptions, log logr.Logger) (*controllers.UsageTracking, error) {
+func addUsage(mgr ctrl.Manager, st *store.Store, o UsageOptions, log logr.Logger) (*controllers.UsageTracking, *usage.Reporter, error) {
 	if o.Namespace == "" {
 		log.Info("No usage namespace: policies' status.usage and status.dryRun are not kept (set --usage-namespace, or run in a pod)")
-		return nil, nil
+		return nil, nil, nil
 	}
 	if o.Replica == "" || o.Interval <= 0 || o.Window <= 0 {
-		return nil, fmt.Errorf("usage tracking needs a replica name, a positive interval and window (got %q, %s, %s)", o.Replica, o.Interval, o.Window)
+		return nil, nil, fmt.Errorf("usage tracking needs a replica name, a positive interval and window (got %q, %s, %s)", o.Replica, o.Interval, o.Window)
 	}
 	rep := usage.NewReporter(mgr.GetClient(), mgr.GetAPIReader(), st, usage.ReporterOptions{
 		Namespace: o.Namespace, Replica: o.Replica, Pod: o.Pod, Interval: o.Interval,
 	}, log.WithName("usage"))
 	if err := mgr.Add(rep); err != nil {
-		return nil, fmt.Errorf("add the usage reporter: %w", err)
+		return nil, nil, fmt.Errorf("add the usage reporter: %w", err)
 	}
 	m := usage.NewMerger(mgr.GetClient(), mgr.GetAPIReader(), st, usage.MergerOptions{Namespace: o.Namespace, Interval: o.Interval}, log.WithName("usage"))
 	if err := mgr.Add(m); err != nil {
-		return nil, fmt.Errorf("add the usage merger: %w", err)
+		return nil, nil, fmt.Errorf("add the usage merger: %w", err)
 	}
 	log.Info("Tracking usage across replicas", "namespace", o.Namespace, "replica", o.Replica, "interval", o.Interval.String(), "window", o.Window.String())
-	return &controllers.UsageTracking{Merger: m, Window: o.Window}, nil
+	return &controllers.UsageTracking{Merger: m, Window: o.Window}, rep, nil
 }
 
 // addDecisionServers adds the decision API and the ext_authz server, which

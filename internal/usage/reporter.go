@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -36,8 +37,11 @@ type ReporterOptions struct {
 }
 
 // Reporter writes this replica's usage counters into its report ConfigMap
-// at an interval and once more when it stops. It runs on every replica.
+// at an interval, and once more (Flush) after the decision servers have
+// stopped. It runs on every replica.
 type Reporter struct {
+	// mu serialises writes: the interval's and the final one.
+	mu     sync.Mutex
 	client client.Client
 	reader client.Reader
 	store  *store.Store
@@ -48,6 +52,9 @@ type Reporter struct {
 	// current is the report object as last written; nil before the first
 	// write.
 	current *corev1.ConfigMap
+	// adopted is set once the predecessor's report was read: only then may
+	// this process write, or it would overwrite counts it never read.
+	adopted bool
 }
 
 // NewReporter returns a Reporter of the counters of st. c writes, r reads
@@ -60,7 +67,8 @@ func NewReporter(c client.Client, r client.Reader, st *store.Store, o ReporterOp
 // replica reports.
 func (*Reporter) NeedLeaderElection() bool { return false }
 
-// Start writes the report until ctx ends, then writes it a last time.
+// Start writes the report at the interval until ctx ends. The last write
+// is Flush's, once the decision servers have stopped.
 func (r *Reporter) Start(ctx context.Context) error {
 	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportName(r.opts.Replica)}
 	// Adopt the predecessor's counts before counting on top of them; until
@@ -86,13 +94,6 @@ func (r *Reporter) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			// The decision servers have stopped by now: this report holds
-			// every decision this process made.
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := r.Write(final); err != nil {
-				r.log.Error(err, "Could not write the final usage report; the decisions since the last one are not counted")
-			}
 			return nil
 		case <-t.C:
 			if err := r.Write(ctx); err != nil && ctx.Err() == nil {
@@ -103,11 +104,33 @@ func (r *Reporter) Start(ctx context.Context) error {
 	}
 }
 
+// Flush writes the report a last time: the manager calls it after the
+// decision servers have stopped, so it holds every decision this process
+// made. It writes nothing when the process never got to read its
+// predecessor's report or to build a complete snapshot.
+func (r *Reporter) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	ready := r.adopted && r.store.Ready()
+	r.mu.Unlock()
+	if !ready {
+		return nil
+	}
+	return r.Write(ctx)
+}
+
 // adopt reads the report a predecessor process of this replica left.
 func (r *Reporter) adopt(ctx context.Context, key types.NamespacedName) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.adoptLocked(ctx, key)
+}
+
+// adoptLocked is adopt with mu held.
+func (r *Reporter) adoptLocked(ctx context.Context, key types.NamespacedName) error {
 	cm := &corev1.ConfigMap{}
 	if err := r.reader.Get(ctx, key, cm); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.adopted = true
 			return nil
 		}
 		return fmt.Errorf("get usage report %s: %w", key, err)
@@ -121,12 +144,14 @@ func (r *Reporter) adopt(ctx context.Context, key types.NamespacedName) error {
 		r.baseline = rep
 		r.log.Info("Counting on from this replica's previous usage report", "configMap", key.String(), "policies", len(rep.Policies), "written", rep.Written)
 	}
-	r.current = cm
+	r.current, r.adopted = cm, true
 	return nil
 }
 
 // Write writes the current counts.
 func (r *Reporter) Write(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	rep := collect(r.store.Snapshot(), r.baseline, time.Now())
 	rep.Replica, rep.Pod = r.opts.Replica, r.opts.Pod
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
@@ -160,7 +185,7 @@ func (r *Reporter) Write(ctx context.Context) error {
 		// Another writer (a second process under this replica name, or an
 		// operator that deleted it): start over from what is there now.
 		r.current, r.baseline = nil, nil
-		if aerr := r.adopt(ctx, client.ObjectKeyFromObject(cm)); aerr != nil {
+		if aerr := r.adoptLocked(ctx, client.ObjectKeyFromObject(cm)); aerr != nil {
 			return errors.Join(err, aerr)
 		}
 		return fmt.Errorf("usage report %s changed under this replica; it now counts on from what is there (is a second process running as replica %q?): %w",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
@@ -83,6 +84,56 @@ func TestDryRunThroughTheServer(t *testing.T) {
 		}
 		if n != 4 {
 			return fmt.Errorf("%d DryRun lines for %s, want 4", n, res)
+		}
+		return nil
+	})
+
+	// The counts reach the policy's status, exactly, for its generation:
+	// not yet promotable.
+	waitDryRun(t, next, v1alpha1.DryRunStatus{Decisions: 7, WouldDeny: 4})
+
+	// A new generation that agrees starts from zero and, after decisions,
+	// shows none that disagree: a pipeline may promote it.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(next), next); err != nil {
+			return err
+		}
+		next.Spec.Rules[0].Resources = []string{"/entries/*"}
+		return env.Client.Update(ctx, next)
+	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if p, ok := op.Store.Snapshot().ResourceByService(v1alpha1.EnforcementDryRun, f.serviceNS, "ledger-api"); !ok || p.Generation != next.Generation {
+			return fmt.Errorf("generation %d of the DryRun policy is not served yet", next.Generation)
+		}
+		return nil
+	})
+	waitDryRun(t, next, v1alpha1.DryRunStatus{})
+	for _, name := range []string{"/entries/2", "/entries/3", "/entries/9"} {
+		if a := decide(t, f.request(tok, "GET", name, "ledger.read")); !a.Allowed {
+			t.Fatalf("%s: %+v", name, a)
+		}
+	}
+	waitDryRun(t, next, v1alpha1.DryRunStatus{Decisions: 3})
+}
+
+// waitDryRun waits until the policy's status.dryRun has want's counts for
+// its current generation.
+func waitDryRun(t *testing.T, rp *v1alpha1.ResourcePolicy, want v1alpha1.DryRunStatus) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(rp), rp); err != nil {
+			return err
+		}
+		d := rp.Status.DryRun
+		if d == nil {
+			return fmt.Errorf("no status.dryRun yet")
+		}
+		if d.Generation != rp.Generation || d.Decisions != want.Decisions || d.WouldDeny != want.WouldDeny || d.WouldAllow != want.WouldAllow {
+			return fmt.Errorf("status.dryRun %+v, want generation %d with %d decisions, %d WouldDeny, %d WouldAllow",
+				*d, rp.Generation, want.Decisions, want.WouldDeny, want.WouldAllow)
+		}
+		if rp.Status.Usage != nil {
+			return fmt.Errorf("a DryRun policy has status.usage %+v", rp.Status.Usage)
 		}
 		return nil
 	})

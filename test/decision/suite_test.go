@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -57,6 +58,8 @@ func TestMain(m *testing.M) {
 			// Short, so the revocation test need not wait long for our
 			// cache; the API server's own cache still takes 10 s.
 			TokenReviewCacheTTL: 2e9,
+			// Usage merged into status quickly, for the DryRun counts.
+			Usage: manager.UsageOptions{Namespace: "default", Replica: "decision-suite", Interval: 200 * time.Millisecond, Window: 720 * time.Hour},
 		})
 		op = o
 		return func() {

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,12 +14,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"maps"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +36,7 @@ import (
 	"github.com/sallyport/sallyport/internal/manager"
 	"github.com/sallyport/sallyport/internal/policy"
 	"github.com/sallyport/sallyport/internal/testenv"
+	"github.com/sallyport/sallyport/internal/usage"
 )
 
 // installation is what one installer puts in the cluster, and the names a
@@ -90,6 +95,7 @@ func TestHighAvailability(t *testing.T) {
 
 func runInstallation(t *testing.T, bin string, inst installation) {
 	ctx := context.Background()
+	decided.reset()
 	tmp := t.TempDir()
 	a := newReplica(t, "replica-a", tmp)
 	b := newReplica(t, "replica-b", tmp)
@@ -182,6 +188,15 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 	secrets.add(checkMetricsAuth(t, a, inst.name)...)
 
 	if inst.crash {
+		// A killed replica loses the decisions since its last usage
+		// report (docs/least-privilege.md): wait for the one that holds
+		// its decision, so the merged count below is exact.
+		testenv.Eventually(t, 30*time.Second, func() error {
+			if n := reportedRuleDecisions(t, inst.namespace, a.name, "read-entries"); n < 1 {
+				return fmt.Errorf("%s reported %d decisions of read-entries", a.name, n)
+			}
+			return nil
+		})
 		a.kill(t)
 	} else {
 		stopWhileAsked(t, a, decisionName, pool, request)
@@ -207,6 +222,10 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 		}
 		return nil
 	})
+
+	// The usage both processes counted, the stopped one's to its last
+	// decision, is merged by the new leader into status, exactly.
+	checkUsageMerged(t, inst, cp, rp, denyRule)
 
 	// And it rotates tokens: asked to renew, it issues a new one.
 	secrets.addIssued(t, "billing")
@@ -388,6 +407,8 @@ func (r *replica) start(t *testing.T, bin string, deploymentArgs []string, kubec
 		// The stand-in Service and the decision clients reach the
 		// replicas by loopback address.
 		"--cert-extra-names=127.0.0.1",
+		// Usage reports and merges often enough to check them here.
+		"--usage-interval=500ms",
 	)
 	r.cmd = exec.Command(bin, args...)
 	r.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+namespace, "POD_NAME="+r.name, "KUBECONFIG=")
@@ -672,7 +693,140 @@ func postDecide(hc *http.Client, addr string, body any) (tlsAnswer, error) {
 		return tlsAnswer{}, fmt.Errorf("decide at %s: %w: %s", addr, err, raw)
 	}
 	ans.cert = resp.TLS.PeerCertificates[0].Raw
+	decided.add(addr, ans.Answer)
 	return ans, nil
+}
+
+// decided tallies the decisions the replicas answered in one installation's
+// run, as status.usage should count them.
+var decided tally
+
+type tally struct {
+	mu sync.Mutex
+	// rules counts the decisions each rule made (allowed by an Allow rule,
+	// denied by a Deny rule); allowed the allowed decisions, which each
+	// used the connection's reach entry; byReplica the decisions per
+	// decision address.
+	rules     map[string]int64
+	allowed   int64
+	byReplica map[string]int
+}
+
+func (d *tally) reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rules, d.allowed, d.byReplica = map[string]int64{}, 0, map[string]int{}
+}
+
+func (d *tally) add(addr string, a testenv.Answer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.byReplica[addr]++
+	if a.Allowed {
+		d.allowed++
+	}
+	if a.Resource.Rule != "" && (a.Allowed || a.Resource.Reason == "DeniedByRule") {
+		d.rules[a.Resource.Rule]++
+	}
+}
+
+// checkUsageMerged waits until the leader's merge of both replicas'
+// reports shows in status exactly the decisions the test tallied: per rule
+// of the ResourcePolicy and for the ConnectionPolicy's reach entry.
+func checkUsageMerged(t *testing.T, inst installation, cp *v1alpha1.ConnectionPolicy, rp *v1alpha1.ResourcePolicy, denyRule string) {
+	t.Helper()
+	ctx := context.Background()
+	decided.mu.Lock()
+	want, allowed, replicas := maps.Clone(decided.rules), decided.allowed, len(decided.byReplica)
+	decided.mu.Unlock()
+	if replicas != 2 || want["read-entries"] == 0 || want[denyRule] == 0 {
+		t.Fatalf("the test should have had both replicas decide, with both rules: %d replicas, rules %v", replicas, want)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpUsageReports(t, inst.namespace)
+		}
+	})
+	testenv.Eventually(t, time.Minute, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rp), rp); err != nil {
+			return err
+		}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
+			return err
+		}
+		u := rp.Status.Usage
+		if u == nil {
+			return fmt.Errorf("%s has no status.usage", rp.Name)
+		}
+		got := map[string]int64{}
+		for _, r := range u.Rules {
+			if r.Decisions > 0 {
+				got[r.Name] = r.Decisions
+			}
+			if r.Decisions > 0 && r.LastUsed == nil {
+				return fmt.Errorf("rule %s: %d decisions but no lastUsed", r.Name, r.Decisions)
+			}
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("status.usage of %s counts %v, the replicas decided %v", rp.Name, got, want)
+		}
+		if cu := cp.Status.Usage; cu == nil || len(cu.Reach) != 1 || cu.Reach[0].Decisions != allowed {
+			return fmt.Errorf("status.usage of %s is %+v, want %d allowed decisions on its reach entry", cp.Name, cu, allowed)
+		}
+		return nil
+	})
+	// Both processes reported: the merge is a sum over two reports.
+	var reports corev1.ConfigMapList
+	if err := env.Client.List(ctx, &reports, client.InNamespace(inst.namespace), client.MatchingLabels{usage.LabelRole: usage.RoleReplica}); err != nil {
+		t.Fatal(err)
+	}
+	if len(reports.Items) != 2 {
+		t.Errorf("%d usage reports in %s, want one per replica", len(reports.Items), inst.namespace)
+	}
+}
+
+// reportedRuleDecisions reads, from a replica's usage report, how many
+// decisions a rule of the ResourcePolicy ledger/ledger-api made.
+func reportedRuleDecisions(t *testing.T, ns, replica, rule string) uint64 {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: usage.ReportName(replica)}, cm); err != nil {
+		return 0
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData["usage.json.gz"]))
+	if err != nil {
+		t.Fatalf("usage report of %s: %v", replica, err)
+	}
+	var rep usage.Report
+	if err := json.NewDecoder(zr).Decode(&rep); err != nil {
+		t.Fatalf("usage report of %s: %v", replica, err)
+	}
+	for _, p := range rep.Policies {
+		if p.Kind == usage.KindResource && p.Namespace == "ledger" && p.Name == "ledger-api" {
+			return p.Grants[rule].Decisions
+		}
+	}
+	return 0
+}
+
+// dumpUsageReports logs the usage reports in ns, for a failed check.
+func dumpUsageReports(t *testing.T, ns string) {
+	var reports corev1.ConfigMapList
+	if err := env.Client.List(context.Background(), &reports, client.InNamespace(ns)); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, cm := range reports.Items {
+		for k, v := range cm.BinaryData {
+			zr, err := gzip.NewReader(bytes.NewReader(v))
+			if err != nil {
+				t.Logf("%s/%s: %v", cm.Name, k, err)
+				continue
+			}
+			raw, _ := io.ReadAll(zr)
+			t.Logf("%s/%s: %s", cm.Name, k, raw)
+		}
+	}
 }
 
 func goBuild(t *testing.T, out string) {
