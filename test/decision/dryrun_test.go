@@ -91,6 +91,12 @@ func TestDryRunThroughTheServer(t *testing.T) {
 	// The counts reach the policy's status, exactly, for its generation:
 	// not yet promotable.
 	waitDryRun(t, next, v1alpha1.DryRunStatus{Decisions: 7, WouldDeny: 4})
+	for result, want := range map[string]float64{"all": 7, "WouldDeny": 4, "WouldAllow": 0} {
+		labels := map[string]string{"kind": "ResourcePolicy", "namespace": f.serviceNS, "policy": next.Name, "result": result}
+		if got, ok := metricValue(t, "sallyport_policy_dryrun_decisions", labels); !ok || got != want {
+			t.Errorf("sallyport_policy_dryrun_decisions{result=%q} = %v (exported: %v), want %v", result, got, ok, want)
+		}
+	}
 
 	// A new generation that agrees starts from zero and, after decisions,
 	// shows none that disagree: a pipeline may promote it.
@@ -143,24 +149,34 @@ func waitDryRun(t *testing.T, rp *v1alpha1.ResourcePolicy, want v1alpha1.DryRunS
 // registry.
 func dryRunCount(t *testing.T, conn, res, result string) float64 {
 	t.Helper()
+	v, _ := metricValue(t, "sallyport_dryrun_decisions_total", map[string]string{"connection_policy": conn, "resource_policy": res, "result": result})
+	return v
+}
+
+// metricValue reads the counter or gauge of a metric with labels from the
+// operator's registry, and whether there is such a series.
+func metricValue(t *testing.T, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range families {
-		if mf.GetName() != "sallyport_dryrun_decisions_total" {
+		if mf.GetName() != name {
 			continue
 		}
 	metrics:
 		for _, m := range mf.GetMetric() {
-			want := map[string]string{"connection_policy": conn, "resource_policy": res, "result": result}
 			for _, lp := range m.GetLabel() {
-				if want[lp.GetName()] != lp.GetValue() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
 					continue metrics
 				}
 			}
-			return m.GetCounter().GetValue()
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue(), true
+			}
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	return 0
+	return 0, false
 }

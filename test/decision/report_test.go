@@ -90,6 +90,13 @@ func TestReportFromClusterNamesUnexercisedGrants(t *testing.T) {
 	if fmt.Sprint(unused) != fmt.Sprint(want) {
 		t.Errorf("the report names %v unused, want exactly %v", unused, want)
 	}
+
+	// The leader's per-policy metric counts the same grants, under the
+	// operator's own window: 30 days, so none is tracked long enough yet.
+	labels := map[string]string{"kind": "ResourcePolicy", "namespace": f.serviceNS, "policy": "ledger-api"}
+	if got, ok := metricValue(t, "sallyport_policy_unused_grants", labels); !ok || got != 0 {
+		t.Errorf("sallyport_policy_unused_grants of ledger-api = %v (exported: %v), want 0 under a 30-day window", got, ok)
+	}
 }
 
 func listBoth(ctx context.Context, namespaces ...string) ([]*v1alpha1.ConnectionPolicy, []*v1alpha1.ResourcePolicy, error) {
