@@ -104,13 +104,14 @@ func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.Usa
 		out.Unused = tracked && !recent
 		if out.Unused {
 			sum.Unused++
-		} else {
-			if out.TrackedSince != nil && !tracked {
-				soonest(out.TrackedSince.Add(u.Window))
+		} else if out.TrackedSince != nil {
+			// It turns unused once tracked for the window and its last
+			// use has left it, whichever is later; untracked, never.
+			at := out.TrackedSince.Add(u.Window)
+			if recent && out.LastUsed.Add(u.Window).After(at) {
+				at = out.LastUsed.Add(u.Window)
 			}
-			if recent {
-				soonest(out.LastUsed.Add(u.Window))
-			}
+			soonest(at)
 		}
 		sum.LastUsed = later(out.LastUsed, sum.LastUsed)
 	}

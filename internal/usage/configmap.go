@@ -17,8 +17,9 @@ const (
 	// LabelRole marks the ConfigMaps of usage: "replica" for a replica's
 	// report, "archive" for the archive.
 	LabelRole = "sallyport.dev/usage"
-	// RoleReplica and RoleArchive are LabelRole's values.
+	// RoleReplica is LabelRole's value on a replica's report.
 	RoleReplica = "replica"
+	// RoleArchive is LabelRole's value on the archive.
 	RoleArchive = "archive"
 	// ArchiveName is the archive ConfigMap's name.
 	ArchiveName = "sallyport-usage-archive"
@@ -42,8 +43,8 @@ var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
 // that fits a ConfigMap name.
 func sanitize(s string) string {
 	s = strings.Trim(notDNS.ReplaceAllString(strings.ToLower(s), "-"), "-")
-	if max := 253 - len(reportPrefix); len(s) > max {
-		s = strings.TrimRight(s[:max], "-")
+	if limit := 253 - len(reportPrefix); len(s) > limit {
+		s = strings.TrimRight(s[:limit], "-")
 	}
 	if s == "" {
 		s = "replica"
@@ -82,7 +83,9 @@ func decode(cm *corev1.ConfigMap) (*Report, error) {
 	// A bound on the expanded size: the archive and reports are written by
 	// the operator, but a ConfigMap is not a trusted channel.
 	dec := json.NewDecoder(io.LimitReader(zr, 64<<20))
-	r := newReport()
+	// Not newReport: its preset schema version would pass a report that
+	// has none.
+	r := &Report{}
 	if err := dec.Decode(r); err != nil {
 		return nil, fmt.Errorf("ConfigMap %s/%s: decode usage report: %w", cm.Namespace, cm.Name, err)
 	}

@@ -80,14 +80,14 @@ func (r *Reporter) Start(ctx context.Context) error {
 		}
 		return true, nil
 	}); err != nil {
-		return nil //nolint:nilerr // ctx ended before the first read: nothing was counted on top of it.
+		return nil // ctx ended before the first read: nothing was counted on top of it.
 	}
 	// The first snapshot must be complete, or the baseline of policies it
 	// does not know yet would be dropped.
 	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 		return r.store.Ready(), nil
 	}); err != nil {
-		return nil //nolint:nilerr // stopped before any decision: nothing to report.
+		return nil // stopped before any decision: nothing to report.
 	}
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
