@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -69,22 +70,85 @@ func deletePod(t *testing.T, ns, name string) {
 	})
 }
 
-// putReport creates the report ConfigMap of r's replica, as its Reporter
-// would, and returns it.
+// putReport creates the report ConfigMaps of r's replica, one per shard
+// that holds a policy, as its Reporter would, and returns the one of the
+// lowest shard.
 func putReport(t *testing.T, ns string, r *usage.Report) *corev1.ConfigMap {
 	t.Helper()
+	var first *corev1.ConfigMap
+	for k, part := range split(r) {
+		if len(part.Policies) == 0 {
+			continue
+		}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: usage.ReportName(r.Replica, k),
+			Labels: map[string]string{usage.LabelRole: usage.RoleReplica, usage.LabelShard: strconv.Itoa(k)},
+		}}
+		create(t, cm, part)
+		if first == nil {
+			first = cm
+		}
+	}
+	return first
+}
+
+// putArchive creates the archive shards that hold r's policies, each
+// listing all of r's folded report UIDs.
+func putArchive(t *testing.T, ns string, r *usage.Report) {
+	t.Helper()
+	for k, part := range split(r) {
+		part.Folded = r.Folded
+		if len(part.Policies) == 0 && len(part.Folded) == 0 {
+			continue
+		}
+		create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: usage.ArchiveName(k),
+			Labels: map[string]string{usage.LabelRole: usage.RoleArchive, usage.LabelShard: strconv.Itoa(k)},
+		}}, part)
+	}
+}
+
+func split(r *usage.Report) [usage.Shards]*usage.Report {
+	var out [usage.Shards]*usage.Report
+	for k := range out {
+		out[k] = usage.NewReport()
+		out[k].Replica, out[k].Pod, out[k].Written = r.Replica, r.Pod, r.Written
+	}
+	for uid, p := range r.Policies {
+		out[usage.ShardOf(uid)].Policies[uid] = p
+	}
+	return out
+}
+
+func create(t *testing.T, cm *corev1.ConfigMap, r *usage.Report) {
+	t.Helper()
 	r.SchemaVersion = usage.SchemaVersion
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-		Namespace: ns, Name: usage.ReportName(r.Replica),
-		Labels: map[string]string{usage.LabelRole: usage.RoleReplica},
-	}}
 	if err := usage.Encode(cm, r); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Client.Create(context.Background(), cm); err != nil {
-		t.Fatalf("create report %s: %v", cm.Name, err)
+		t.Fatalf("create %s: %v", cm.Name, err)
 	}
-	return cm
+}
+
+// getArchive reads every archive shard into one report (nil when there is
+// none) and returns the lowest shard's ConfigMap.
+func getArchive(t *testing.T, ns string) (*corev1.ConfigMap, *usage.Report) {
+	t.Helper()
+	var first *corev1.ConfigMap
+	var all *usage.Report
+	for k := range usage.Shards {
+		cm, r := getReport(t, ns, usage.ArchiveName(k))
+		if cm == nil {
+			continue
+		}
+		if all == nil {
+			first, all = cm, usage.NewReport()
+		}
+		all.Add(r)
+		all.Folded = append(all.Folded, r.Folded...)
+	}
+	return first, all
 }
 
 // getReport reads a report or archive ConfigMap; nil when it does not exist.

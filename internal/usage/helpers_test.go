@@ -21,11 +21,12 @@ var (
 	Encode    = encode
 	Decode    = decode
 	NewReport = newReport
+	ShardOf   = shardOf
 )
 
 // Adopt is what Start does first: read the predecessor's report.
 func (r *Reporter) Adopt(ctx context.Context) error {
-	return r.adopt(ctx, types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportName(r.opts.Replica)})
+	return r.adopt(ctx)
 }
 
 // ResPolicy is a ResourcePolicy with one allow rule per name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,43 +112,77 @@ func (m *Merger) Start(ctx context.Context) error {
 
 // Merge makes one merge: it folds the reports of gone replicas into the
 // archive, publishes the merged view and tells subscribers what changed.
+// Each shard is merged on its own: a policy's counts are all in one shard,
+// in the reports and in the archive.
 func (m *Merger) Merge(ctx context.Context) error {
 	ns := m.opts.Namespace
 	var list corev1.ConfigMapList
 	if err := m.reader.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelRole: RoleReplica}); err != nil {
 		return fmt.Errorf("list usage reports in %s: %w", ns, err)
 	}
-	archiveCM := &corev1.ConfigMap{}
-	archive := newReport()
-	switch err := m.reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: ArchiveName}, archiveCM); {
-	case apierrors.IsNotFound(err):
-		archiveCM = nil
-	case err != nil:
-		return fmt.Errorf("get usage archive %s/%s: %w", ns, ArchiveName, err)
-	default:
-		if archive, err = decode(archiveCM); err != nil {
-			// Replacing it would lose every folded count: an operator
-			// decides (deleting it starts the archive over).
-			return fmt.Errorf("unreadable usage archive (delete it to start over, losing the counts of replicas that are gone): %w", err)
+	var byShard [Shards][]*corev1.ConfigMap
+	for i := range list.Items {
+		cm := &list.Items[i]
+		k, ok := shardLabel(cm)
+		if !ok {
+			m.log.Error(nil, "Skipping a usage report without a valid shard label", "configMap", cm.Name, "label", LabelShard)
+			continue
 		}
+		byShard[k] = append(byShard[k], cm)
 	}
-
 	known := map[types.UID]bool{}
 	for _, st := range m.store.Snapshot().Statuses() {
 		known[st.UID] = true
 	}
+	total := newReport()
+	gone := map[string]bool{}
+	live := 0
+	for k := range Shards {
+		n, err := m.mergeShard(ctx, k, byShard[k], known, gone, total)
+		if err != nil {
+			return err
+		}
+		live += n
+	}
+	for uid := range total.Policies {
+		if !known[uid] {
+			delete(total.Policies, uid)
+		}
+	}
+	mergedReports.Set(float64(live))
+	m.publish(&View{At: time.Now().UTC(), Policies: total.Policies})
+	return nil
+}
+
+// mergeShard adds to total the archive of shard k and the live reports of
+// that shard, first folding those whose pod is gone into the archive. It
+// returns how many live reports it merged; gone caches pod checks.
+func (m *Merger) mergeShard(ctx context.Context, k int, reports []*corev1.ConfigMap, known map[types.UID]bool, gone map[string]bool, total *Report) (int, error) {
+	ns, name := m.opts.Namespace, ArchiveName(k)
+	archiveCM := &corev1.ConfigMap{}
+	archive := newReport()
+	switch err := m.reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, archiveCM); {
+	case apierrors.IsNotFound(err):
+		archiveCM = nil
+	case err != nil:
+		return 0, fmt.Errorf("get usage archive %s/%s: %w", ns, name, err)
+	default:
+		if archive, err = decode(archiveCM); err != nil {
+			// Replacing it would lose every folded count: an operator
+			// decides (deleting it starts the archive over).
+			return 0, fmt.Errorf("unreadable usage archive (delete it to start over, losing the counts of replicas that are gone): %w", err)
+		}
+	}
+
 	folded := map[types.UID]bool{}
 	for _, uid := range archive.Folded {
 		folded[uid] = true
 	}
 	listed := map[types.UID]bool{}
-	total := newReport()
-	var live int
-	var fold []*corev1.ConfigMap
+	live := 0
+	var fold, leftovers []*corev1.ConfigMap
 	var foldReports []*Report
-	var leftovers []*corev1.ConfigMap
-	for i := range list.Items {
-		cm := &list.Items[i]
+	for _, cm := range reports {
 		listed[cm.UID] = true
 		if folded[cm.UID] {
 			// A fold that stopped between writing the archive and deleting
@@ -160,11 +195,11 @@ func (m *Merger) Merge(ctx context.Context) error {
 			m.log.Error(err, "Skipping an unreadable usage report", "configMap", cm.Name)
 			continue
 		}
-		gone, err := m.podGone(ctx, rep.Pod)
+		isGone, err := m.podGone(ctx, rep.Pod, gone)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		if gone {
+		if isGone {
 			fold, foldReports = append(fold, cm), append(foldReports, rep)
 			continue
 		}
@@ -193,11 +228,11 @@ func (m *Merger) Merge(ctx context.Context) error {
 		}
 	}
 	if len(fold) > 0 || len(next.Policies) != len(archive.Policies) || !slices.Equal(next.Folded, archive.Folded) {
-		if err := m.writeArchive(ctx, archiveCM, next); err != nil {
-			return err
+		if err := m.writeArchive(ctx, k, archiveCM, next); err != nil {
+			return 0, err
 		}
-		for _, cm := range fold {
-			m.log.Info("Folded the usage report of a replica that is gone into the archive", "configMap", cm.Name, "pod", podName(foldReports, cm))
+		for i, cm := range fold {
+			m.log.Info("Folded the usage report of a replica that is gone into the archive", "configMap", cm.Name, "replica", foldReports[i].Replica)
 		}
 	}
 	for _, cm := range append(leftovers, fold...) {
@@ -207,55 +242,44 @@ func (m *Merger) Merge(ctx context.Context) error {
 			m.log.Error(err, "Could not delete a folded usage report; the archive has its counts, the next merge deletes it", "configMap", cm.Name)
 		}
 	}
-
 	total.Add(next)
-	for uid := range total.Policies {
-		if !known[uid] {
-			delete(total.Policies, uid)
-		}
-	}
-	mergedReports.Set(float64(live))
-	m.publish(&View{At: time.Now().UTC(), Policies: total.Policies})
-	return nil
-}
-
-func podName(reps []*Report, cm *corev1.ConfigMap) string {
-	for _, r := range reps {
-		if r.Pod != nil && ReportName(r.Replica) == cm.Name {
-			return r.Pod.Name
-		}
-	}
-	return ""
+	return live, nil
 }
 
 // podGone reports whether the pod a report came from no longer exists, so
 // its process can no longer write it. A report from outside a cluster has
 // no pod and is never folded: its replica adopts it when it comes back.
-func (m *Merger) podGone(ctx context.Context, p *Pod) (bool, error) {
+func (m *Merger) podGone(ctx context.Context, p *Pod, cache map[string]bool) (bool, error) {
 	if p == nil {
 		return false, nil
+	}
+	key := p.Name + "/" + string(p.UID)
+	if g, ok := cache[key]; ok {
+		return g, nil
 	}
 	pod := &metav1.PartialObjectMetadata{}
 	pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
 	err := m.reader.Get(ctx, types.NamespacedName{Namespace: m.opts.Namespace, Name: p.Name}, pod)
 	switch {
 	case apierrors.IsNotFound(err):
-		return true, nil
+		cache[key] = true
 	case err != nil:
 		return false, fmt.Errorf("get pod %s of a usage report: %w", p.Name, err)
+	default:
+		cache[key] = pod.UID != p.UID
 	}
-	return pod.UID != p.UID, nil
+	return cache[key], nil
 }
 
 // writeArchive creates or updates the archive; the resourceVersion read
 // makes a concurrent writer (a leader that just lost its lease) fail.
-func (m *Merger) writeArchive(ctx context.Context, cm *corev1.ConfigMap, r *Report) error {
+func (m *Merger) writeArchive(ctx context.Context, k int, cm *corev1.ConfigMap, r *Report) error {
 	r.Written = time.Now().UTC()
 	create := cm == nil
 	if create {
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-			Namespace: m.opts.Namespace, Name: ArchiveName,
-			Labels: map[string]string{LabelRole: RoleArchive, "app.kubernetes.io/name": "sallyport"},
+			Namespace: m.opts.Namespace, Name: ArchiveName(k),
+			Labels: map[string]string{LabelRole: RoleArchive, LabelShard: strconv.Itoa(k), "app.kubernetes.io/name": "sallyport"},
 		}}
 	}
 	if err := encode(cm, r); err != nil {
@@ -268,7 +292,7 @@ func (m *Merger) writeArchive(ctx context.Context, cm *corev1.ConfigMap, r *Repo
 		err = m.client.Update(ctx, cm)
 	}
 	if err != nil {
-		return fmt.Errorf("write usage archive %s/%s: %w", m.opts.Namespace, ArchiveName, err)
+		return fmt.Errorf("write usage archive %s/%s: %w", m.opts.Namespace, cm.Name, err)
 	}
 	return nil
 }

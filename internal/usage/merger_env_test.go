@@ -56,7 +56,7 @@ func TestMergeLiveReports(t *testing.T) {
 	twoReplicas(t, ns)
 	v := merge(t, newMerger(ns, knownStore(t)))
 	samePolicies(t, "merged view", v.Policies, wantTwo())
-	if cm, _ := getReport(t, ns, usage.ArchiveName); cm != nil {
+	if cm, _ := getArchive(t, ns); cm != nil {
 		t.Error("an archive was written though no replica is gone")
 	}
 }
@@ -77,7 +77,7 @@ func TestMergeFoldsGoneReplicas(t *testing.T) {
 	if cm, _ := getReport(t, ns, cm1.Name); cm != nil {
 		t.Error("the folded report of sallyport-1 still exists")
 	}
-	archiveCM, archive := getReport(t, ns, usage.ArchiveName)
+	archiveCM, archive := getArchive(t, ns)
 	if archiveCM == nil {
 		t.Fatal("no archive")
 	}
@@ -99,13 +99,13 @@ func TestMergeFoldsGoneReplicas(t *testing.T) {
 	if cm, _ := getReport(t, ns, cm0.Name); cm != nil {
 		t.Error("the report of the replaced pod sallyport-0 still exists")
 	}
-	_, archive = getReport(t, ns, usage.ArchiveName)
+	_, archive = getArchive(t, ns)
 	samePolicies(t, "archive after both folds", archive.Policies, wantTwo())
 
 	// Once the folded reports are gone, the archive forgets their UIDs;
 	// the view stays.
 	samePolicies(t, "a merge later", merge(t, m).Policies, wantTwo())
-	if _, archive = getReport(t, ns, usage.ArchiveName); len(archive.Folded) != 0 {
+	if _, archive = getArchive(t, ns); len(archive.Folded) != 0 {
 		t.Errorf("archive still lists folded %v after their reports are gone", archive.Folded)
 	}
 
@@ -127,13 +127,7 @@ func TestMergeInterruptedFold(t *testing.T) {
 		"uid-api": resGrants("api", map[string]usage.Grant{"read": {Decisions: 10, Last: 800, Since: 50}}),
 	})
 	archive.Replica, archive.Folded = "", []types.UID{cm.UID}
-	archiveCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: usage.ArchiveName, Labels: map[string]string{usage.LabelRole: usage.RoleArchive}}}
-	if err := usage.Encode(archiveCM, archive); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(context.Background(), archiveCM); err != nil {
-		t.Fatal(err)
-	}
+	putArchive(t, ns, archive)
 
 	m := newMerger(ns, st)
 	want := map[types.UID]*usage.Policy{"uid-api": resGrants("api", map[string]usage.Grant{"read": {Decisions: 10, Last: 800, Since: 50}})}
@@ -141,10 +135,10 @@ func TestMergeInterruptedFold(t *testing.T) {
 	if got, _ := getReport(t, ns, cm.Name); got != nil {
 		t.Error("the report the archive already holds was not deleted")
 	}
-	_, a := getReport(t, ns, usage.ArchiveName)
+	_, a := getArchive(t, ns)
 	samePolicies(t, "archive", a.Policies, want)
 	samePolicies(t, "view a merge later", merge(t, m).Policies, want)
-	if _, a = getReport(t, ns, usage.ArchiveName); len(a.Folded) != 0 || a.Policies["uid-api"].Grants["read"].Decisions != 10 {
+	if _, a = getArchive(t, ns); len(a.Folded) != 0 || a.Policies["uid-api"].Grants["read"].Decisions != 10 {
 		t.Errorf("archive a merge later = %s, want read 10 and no folded UIDs", dump(a))
 	}
 }
@@ -162,19 +156,13 @@ func TestMergeDropsUnknownPolicies(t *testing.T) {
 		"uid-jobs": resGrants("jobs", map[string]usage.Grant{"run": {Decisions: 3}}),
 		"uid-old":  resGrants("old", map[string]usage.Grant{"read": {Decisions: 4}}),
 	})
-	archiveCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: usage.ArchiveName, Labels: map[string]string{usage.LabelRole: usage.RoleArchive}}}
-	if err := usage.Encode(archiveCM, archive); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(context.Background(), archiveCM); err != nil {
-		t.Fatal(err)
-	}
+	putArchive(t, ns, archive)
 	v := merge(t, newMerger(ns, knownStore(t)))
 	samePolicies(t, "view", v.Policies, map[types.UID]*usage.Policy{
 		"uid-api":  resGrants("api", map[string]usage.Grant{"read": {Decisions: 1}}),
 		"uid-jobs": resGrants("jobs", map[string]usage.Grant{"run": {Decisions: 3}}),
 	})
-	_, a := getReport(t, ns, usage.ArchiveName)
+	_, a := getArchive(t, ns)
 	samePolicies(t, "archive", a.Policies, map[types.UID]*usage.Policy{
 		"uid-jobs": resGrants("jobs", map[string]usage.Grant{"run": {Decisions: 3}}),
 	})
@@ -195,7 +183,7 @@ func TestMergeNeverFoldsOutOfCluster(t *testing.T) {
 	if got, _ := getReport(t, ns, cm.Name); got == nil {
 		t.Error("the out-of-cluster report was deleted")
 	}
-	if a, _ := getReport(t, ns, usage.ArchiveName); a != nil {
+	if a, _ := getArchive(t, ns); a != nil {
 		t.Error("the out-of-cluster report was archived")
 	}
 }
@@ -264,7 +252,7 @@ func TestMergeUnreadableArchive(t *testing.T) {
 		"uid-api": resGrants("api", map[string]usage.Grant{"read": {Decisions: 1}}),
 	}))
 	bad := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: usage.ArchiveName, Labels: map[string]string{usage.LabelRole: usage.RoleArchive}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: usage.ArchiveName(0), Labels: map[string]string{usage.LabelRole: usage.RoleArchive, usage.LabelShard: "0"}},
 		BinaryData: map[string][]byte{"usage.json.gz": []byte("not gzip")},
 	}
 	if err := env.Client.Create(context.Background(), bad); err != nil {
@@ -272,7 +260,7 @@ func TestMergeUnreadableArchive(t *testing.T) {
 	}
 	m := newMerger(ns, knownStore(t))
 	err := m.Merge(context.Background())
-	if err == nil || !strings.Contains(err.Error(), usage.ArchiveName) {
+	if err == nil || !strings.Contains(err.Error(), usage.ArchiveName(0)) {
 		t.Fatalf("merge = %v, want an error naming the archive", err)
 	}
 	if m.View() != nil {

@@ -1,9 +1,11 @@
 package usage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,9 +38,9 @@ type ReporterOptions struct {
 	Interval time.Duration
 }
 
-// Reporter writes this replica's usage counters into its report ConfigMap
-// at an interval, and once more (Flush) after the decision servers have
-// stopped. It runs on every replica.
+// Reporter writes this replica's usage counters into its report ConfigMaps
+// (one per shard) at an interval, and once more (Flush) after the decision
+// servers have stopped. It runs on every replica.
 type Reporter struct {
 	// mu serialises writes: the interval's and the final one.
 	mu     sync.Mutex
@@ -49,9 +51,12 @@ type Reporter struct {
 	log    logr.Logger
 	// baseline is what the predecessor process reported.
 	baseline *Report
-	// current is the report object as last written; nil before the first
-	// write.
-	current *corev1.ConfigMap
+	// current is each shard's report object as last written or read; nil
+	// when there is none.
+	current [Shards]*corev1.ConfigMap
+	// written is each shard's content as last written, without its time,
+	// so that an unchanged shard is not written again.
+	written [Shards][]byte
 	// adopted is set once the predecessor's report was read: only then may
 	// this process write, or it would overwrite counts it never read.
 	adopted bool
@@ -60,7 +65,7 @@ type Reporter struct {
 // NewReporter returns a Reporter of the counters of st. c writes, r reads
 // (uncached: the operator does not watch ConfigMaps).
 func NewReporter(c client.Client, r client.Reader, st *store.Store, o ReporterOptions, log logr.Logger) *Reporter {
-	return &Reporter{client: c, reader: r, store: st, opts: o, log: log}
+	return &Reporter{client: c, reader: r, store: st, opts: o, log: log, baseline: newReport()}
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable: every
@@ -70,12 +75,11 @@ func (*Reporter) NeedLeaderElection() bool { return false }
 // Start writes the report at the interval until ctx ends. The last write
 // is Flush's, once the decision servers have stopped.
 func (r *Reporter) Start(ctx context.Context) error {
-	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportName(r.opts.Replica)}
 	// Adopt the predecessor's counts before counting on top of them; until
 	// that read succeeds nothing is written, so nothing is overwritten.
 	if err := wait.PollUntilContextCancel(ctx, r.opts.Interval, true, func(ctx context.Context) (bool, error) {
-		if err := r.adopt(ctx, key); err != nil {
-			r.log.Error(err, "Could not read this replica's previous usage report; retrying", "configMap", key.String())
+		if err := r.adopt(ctx); err != nil {
+			r.log.Error(err, "Could not read this replica's previous usage report; retrying")
 			return false, nil
 		}
 		return true, nil
@@ -118,59 +122,108 @@ func (r *Reporter) Flush(ctx context.Context) error {
 	return r.Write(ctx)
 }
 
-// adopt reads the report a predecessor process of this replica left.
-func (r *Reporter) adopt(ctx context.Context, key types.NamespacedName) error {
+// adopt reads the report a predecessor process of this replica left, every
+// shard of it.
+func (r *Reporter) adopt(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.adoptLocked(ctx, key)
+	for k := range Shards {
+		if err := r.adoptShard(ctx, k); err != nil {
+			return err
+		}
+	}
+	r.adopted = true
+	return nil
 }
 
-// adoptLocked is adopt with mu held.
-func (r *Reporter) adoptLocked(ctx context.Context, key types.NamespacedName) error {
+// adoptShard reads one shard of this replica's report, in place of what
+// the baseline held for that shard. mu must be held.
+func (r *Reporter) adoptShard(ctx context.Context, k int) error {
+	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: ReportName(r.opts.Replica, k)}
 	cm := &corev1.ConfigMap{}
 	if err := r.reader.Get(ctx, key, cm); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.adopted = true
-			return nil
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get usage report %s: %w", key, err)
 		}
-		return fmt.Errorf("get usage report %s: %w", key, err)
+		cm = nil
+	}
+	for uid := range r.baseline.Policies {
+		if shardOf(uid) == k {
+			delete(r.baseline.Policies, uid)
+		}
+	}
+	r.current[k], r.written[k] = cm, nil
+	if cm == nil {
+		return nil
 	}
 	rep, err := decode(cm)
 	if err != nil {
 		// An unreadable report cannot be added to; it is replaced, and its
 		// counts are lost, which the log says.
 		r.log.Error(err, "Replacing an unreadable usage report", "configMap", key.String())
-	} else {
-		r.baseline = rep
+		return nil
+	}
+	for uid, p := range rep.Policies {
+		if shardOf(uid) == k {
+			r.baseline.Policies[uid] = p
+		}
+	}
+	if len(rep.Policies) > 0 {
 		r.log.Info("Counting on from this replica's previous usage report", "configMap", key.String(), "policies", len(rep.Policies), "written", rep.Written)
 	}
-	r.current, r.adopted = cm, true
 	return nil
 }
 
-// Write writes the current counts.
+// Write writes the current counts, each shard that changed.
 func (r *Reporter) Write(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := collect(r.store.Snapshot(), r.baseline, time.Now())
+	rep := collect(r.store.Snapshot(), r.baseline, time.Time{})
 	rep.Replica, rep.Pod = r.opts.Replica, r.opts.Pod
+	now := time.Now().UTC()
+	var errs []error
+	for k, part := range rep.split() {
+		if r.current[k] == nil && len(part.Policies) == 0 {
+			continue
+		}
+		// Compared without the time it is written at: an idle replica
+		// writes nothing.
+		body, err := compress(part)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shard %d: %w", k, err))
+			continue
+		}
+		if r.current[k] != nil && bytes.Equal(body, r.written[k]) {
+			continue
+		}
+		part.Written = now
+		if err := r.writeShard(ctx, k, part); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.written[k] = body
+	}
+	return errors.Join(errs...)
+}
+
+// writeShard creates or updates one shard of the report.
+func (r *Reporter) writeShard(ctx context.Context, k int, part *Report) error {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 		Namespace: r.opts.Namespace,
-		Name:      ReportName(r.opts.Replica),
-		Labels:    map[string]string{LabelRole: RoleReplica, "app.kubernetes.io/name": "sallyport"},
+		Name:      ReportName(r.opts.Replica, k),
 	}}
-	if r.current != nil {
-		cm = r.current.DeepCopy()
-		if cm.Labels == nil {
-			cm.Labels = map[string]string{}
-		}
-		cm.Labels[LabelRole] = RoleReplica
+	if r.current[k] != nil {
+		cm = r.current[k].DeepCopy()
 	}
-	if err := encode(cm, rep); err != nil {
-		return err
+	if cm.Labels == nil {
+		cm.Labels = map[string]string{}
+	}
+	cm.Labels[LabelRole], cm.Labels[LabelShard], cm.Labels["app.kubernetes.io/name"] = RoleReplica, strconv.Itoa(k), "sallyport"
+	if err := encode(cm, part); err != nil {
+		return fmt.Errorf("shard %d: %w", k, err)
 	}
 	var err error
-	if r.current == nil {
+	if r.current[k] == nil {
 		err = r.client.Create(ctx, cm)
 	} else {
 		// The resourceVersion of the last write makes this fail if anyone
@@ -179,13 +232,12 @@ func (r *Reporter) Write(ctx context.Context) error {
 	}
 	switch {
 	case err == nil:
-		r.current = cm
+		r.current[k] = cm
 		return nil
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err):
 		// Another writer (a second process under this replica name, or an
 		// operator that deleted it): start over from what is there now.
-		r.current, r.baseline = nil, nil
-		if aerr := r.adoptLocked(ctx, client.ObjectKeyFromObject(cm)); aerr != nil {
+		if aerr := r.adoptShard(ctx, k); aerr != nil {
 			return errors.Join(err, aerr)
 		}
 		return fmt.Errorf("usage report %s changed under this replica; it now counts on from what is there (is a second process running as replica %q?): %w",

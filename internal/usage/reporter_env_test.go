@@ -46,7 +46,7 @@ func TestReporterWrites(t *testing.T) {
 	if err := rep.Write(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cm, r := getReport(t, ns, "sallyport-usage-sallyport-0")
+	cm, r := getReport(t, ns, "sallyport-usage-sallyport-0-0")
 	if cm == nil {
 		t.Fatal("no report")
 	}
@@ -85,7 +85,7 @@ func TestReporterAdoptsPredecessor(t *testing.T) {
 	if err := rep.Write(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	_, prev := getReport(t, ns, usage.ReportName("sallyport-0"))
+	_, prev := getReport(t, ns, usage.ReportName("sallyport-0", 0))
 	prevRead := prev.Policies["uid-api"].Grants["read"]
 
 	// The process restarts: a new store with fresh counters.
@@ -103,7 +103,7 @@ func TestReporterAdoptsPredecessor(t *testing.T) {
 		}
 	}()
 	testenv.Eventually(t, 30*time.Second, func() error {
-		_, r := getReport(t, ns, usage.ReportName("sallyport-0"))
+		_, r := getReport(t, ns, usage.ReportName("sallyport-0", 0))
 		if !r.Written.After(prev.Written) {
 			return errors.New("not written by the second process yet")
 		}
@@ -135,7 +135,7 @@ func TestReporterReportChangedUnderneath(t *testing.T) {
 	}
 
 	// Someone else writes the report.
-	cm, r := getReport(t, ns, usage.ReportName("sallyport-0"))
+	cm, r := getReport(t, ns, usage.ReportName("sallyport-0", 0))
 	r.Policies["uid-api"].Grants["read"] = usage.Grant{Decisions: 100, Last: 1, Since: 1}
 	if err := usage.Encode(cm, r); err != nil {
 		t.Fatal(err)
@@ -143,6 +143,7 @@ func TestReporterReportChangedUnderneath(t *testing.T) {
 	if err := env.Client.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
+	reads(t, st, 1) // a write is due only when the counts changed
 	err := rep.Write(ctx)
 	if err == nil || !strings.Contains(err.Error(), "changed under this replica") {
 		t.Fatalf("write over a changed report = %v, want an error saying it changed", err)
@@ -153,14 +154,15 @@ func TestReporterReportChangedUnderneath(t *testing.T) {
 	if err := rep.Write(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, r = getReport(t, ns, cm.Name); r.Policies["uid-api"].Grants["read"].Decisions != 103 {
-		t.Errorf("read = %+v, want what was there (100) plus the live 3", r.Policies["uid-api"].Grants["read"])
+	if _, r = getReport(t, ns, cm.Name); r.Policies["uid-api"].Grants["read"].Decisions != 104 {
+		t.Errorf("read = %+v, want what was there (100) plus the live 4", r.Policies["uid-api"].Grants["read"])
 	}
 
 	// Someone deletes the report.
 	if err := env.Client.Delete(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
+	reads(t, st, 1)
 	if err := rep.Write(ctx); err == nil {
 		t.Fatal("write over a deleted report succeeded, want an error")
 	}
@@ -168,7 +170,15 @@ func TestReporterReportChangedUnderneath(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm2, r := getReport(t, ns, cm.Name)
-	if cm2 == nil || cm2.UID == cm.UID || r.Policies["uid-api"].Grants["read"].Decisions != 3 {
-		t.Errorf("after deletion: read %+v, want a new report with the live 3", r.Policies["uid-api"].Grants["read"])
+	if cm2 == nil || cm2.UID == cm.UID || r.Policies["uid-api"].Grants["read"].Decisions != 5 {
+		t.Errorf("after deletion: read %+v, want a new report with the live 5", r.Policies["uid-api"].Grants["read"])
+	}
+
+	// Nothing changed: nothing is written.
+	if err := rep.Write(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cm3, _ := getReport(t, ns, cm.Name); cm3.ResourceVersion != cm2.ResourceVersion {
+		t.Errorf("an unchanged report was written again (resourceVersion %s, was %s)", cm3.ResourceVersion, cm2.ResourceVersion)
 	}
 }

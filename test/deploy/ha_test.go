@@ -780,8 +780,12 @@ func checkUsageMerged(t *testing.T, inst installation, cp *v1alpha1.ConnectionPo
 	if err := env.Client.List(ctx, &reports, client.InNamespace(inst.namespace), client.MatchingLabels{usage.LabelRole: usage.RoleReplica}); err != nil {
 		t.Fatal(err)
 	}
-	if len(reports.Items) != 2 {
-		t.Errorf("%d usage reports in %s, want one per replica", len(reports.Items), inst.namespace)
+	reporters := map[string]bool{}
+	for i := range reports.Items {
+		reporters[decodeReport(t, &reports.Items[i]).Replica] = true
+	}
+	if len(reporters) != 2 {
+		t.Errorf("usage reports in %s come from %v, want both replicas", inst.namespace, reporters)
 	}
 }
 
@@ -789,24 +793,31 @@ func checkUsageMerged(t *testing.T, inst installation, cp *v1alpha1.ConnectionPo
 // decisions a rule of the ResourcePolicy ledger/ledger-api made.
 func reportedRuleDecisions(t *testing.T, ns, replica, rule string) uint64 {
 	t.Helper()
-	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: usage.ReportName(replica)}, cm); err != nil {
-		return 0
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData["usage.json.gz"]))
-	if err != nil {
-		t.Fatalf("usage report of %s: %v", replica, err)
-	}
-	var rep usage.Report
-	if err := json.NewDecoder(zr).Decode(&rep); err != nil {
-		t.Fatalf("usage report of %s: %v", replica, err)
-	}
-	for _, p := range rep.Policies {
-		if p.Kind == usage.KindResource && p.Namespace == "ledger" && p.Name == "ledger-api" {
-			return p.Grants[rule].Decisions
+	for k := range usage.Shards {
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: usage.ReportName(replica, k)}, cm); err != nil {
+			continue
+		}
+		for _, p := range decodeReport(t, cm).Policies {
+			if p.Kind == usage.KindResource && p.Namespace == "ledger" && p.Name == "ledger-api" {
+				return p.Grants[rule].Decisions
+			}
 		}
 	}
 	return 0
+}
+
+func decodeReport(t *testing.T, cm *corev1.ConfigMap) *usage.Report {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(cm.BinaryData["usage.json.gz"]))
+	if err != nil {
+		t.Fatalf("usage report %s: %v", cm.Name, err)
+	}
+	var rep usage.Report
+	if err := json.NewDecoder(zr).Decode(&rep); err != nil {
+		t.Fatalf("usage report %s: %v", cm.Name, err)
+	}
+	return &rep
 }
 
 // dumpUsageReports logs the usage reports in ns, for a failed check.
