@@ -76,6 +76,9 @@ type grant struct {
 	key  string
 	prev *v1alpha1.GrantUsage
 	out  *v1alpha1.GrantUsage
+	// guard marks a Deny rule: its use is shown, but a guard that never
+	// fired is no unused grant, so the summary does not count it.
+	guard bool
 }
 
 // judge fills the grants' usage from the merged counts p and sums it up in
@@ -103,7 +106,9 @@ func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.Usa
 		recent := out.LastUsed != nil && out.LastUsed.After(cutoff)
 		out.Unused = tracked && !recent
 		if out.Unused {
-			sum.Unused++
+			if !g.guard {
+				sum.Unused++
+			}
 		} else if out.TrackedSince != nil {
 			// It turns unused once tracked for the window and its last
 			// use has left it, whichever is later; untracked, never.
@@ -204,7 +209,7 @@ func (u *UsageTracking) resourceUsage(rp *v1alpha1.ResourcePolicy, st store.Stat
 		if prevGrant == nil {
 			prevGrant = &v1alpha1.GrantUsage{}
 		}
-		grants[i] = grant{key: r.Name, prev: prevGrant, out: &next.Rules[i].GrantUsage}
+		grants[i] = grant{key: r.Name, prev: prevGrant, out: &next.Rules[i].GrantUsage, guard: r.Effect == v1alpha1.EffectDeny}
 	}
 	again := u.judge(grants, p, &next.UsageSummary, u.now())
 	stamp(&next.UsageSummary, rp.Status.Usage != nil && usageEqual(rp.Status.Usage.Rules, next.Rules, rp.Status.Usage.UsageSummary, next.UsageSummary), v.At)

@@ -183,14 +183,15 @@ func TestResourceUsageStatus(t *testing.T) {
 	if r := s.Rules[0]; !r.Unused || r.Decisions != 0 {
 		t.Errorf("write = %+v, want unused", r)
 	}
+	// The unused rule is a Deny rule: a guard, not counted as a grant.
 	if r := s.Rules[1]; r.Unused || r.Decisions != 12 || !timeEq(r.LastUsed, mt(ago(time.Hour))) {
 		t.Errorf("read = %+v, want 12 decisions, used 1h ago", r)
 	}
 	if r := s.Rules[2]; r.Unused || r.Decisions != 0 || r.TrackedSince != nil || r.LastUsed != nil {
 		t.Errorf("new = %+v, want zero and untracked", r)
 	}
-	if s.Unused != 1 || !timeEq(s.LastUsed, mt(ago(time.Hour))) || !timeEq(s.UpdatedAt, &metav1.Time{Time: at1}) {
-		t.Errorf("summary %+v, want 1 unused, lastUsed 1h ago, updatedAt %v", s.UsageSummary, at1)
+	if s.Unused != 0 || !timeEq(s.LastUsed, mt(ago(time.Hour))) || !timeEq(s.UpdatedAt, &metav1.Time{Time: at1}) {
+		t.Errorf("summary %+v, want 0 unused (the unused Deny rule is a guard), lastUsed 1h ago, updatedAt %v", s.UsageSummary, at1)
 	}
 	if want := 23*time.Hour + time.Second; next != want {
 		t.Errorf("next = %v, want %v", next, want)

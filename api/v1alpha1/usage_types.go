@@ -35,8 +35,10 @@ type UsageSummary struct {
 	// +optional
 	LastUsed *metav1.Time `json:"lastUsed,omitempty"`
 
-	// unused counts the grants that were tracked for at least the window
-	// and not used in it.
+	// unused counts the grants (Allow rules, reach entries) that were
+	// tracked for at least the window and not used in it. A Deny rule that
+	// never denied is marked in its entry but not counted: it is a guard,
+	// not a grant.
 	// +optional
 	Unused int32 `json:"unused"`
 }
