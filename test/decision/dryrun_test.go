@@ -91,6 +91,9 @@ func TestDryRunThroughTheServer(t *testing.T) {
 	// The counts reach the policy's status, exactly, for its generation:
 	// not yet promotable.
 	waitDryRun(t, next, v1alpha1.DryRunStatus{Decisions: 7, WouldDeny: 4})
+	if got := printedColumn(t, "resourcepolicies", f.serviceNS, next.Name, "Would Deny"); got != "4" {
+		t.Errorf("kubectl get respol -o wide: Would Deny %q, want 4", got)
+	}
 	for result, want := range map[string]float64{"all": 7, "WouldDeny": 4, "WouldAllow": 0} {
 		labels := map[string]string{"kind": "ResourcePolicy", "namespace": f.serviceNS, "policy": next.Name, "result": result}
 		if got, ok := metricValue(t, "sallyport_policy_dryrun_decisions", labels); !ok || got != want {

@@ -2,6 +2,7 @@ package decision_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -91,12 +92,52 @@ func TestReportFromClusterNamesUnexercisedGrants(t *testing.T) {
 		t.Errorf("the report names %v unused, want exactly %v", unused, want)
 	}
 
+	// kubectl get shows the summary in its columns, as the API server
+	// prints them from the CRD.
+	if got := printedColumn(t, "resourcepolicies", f.serviceNS, "ledger-api", "Unused"); got != "0" {
+		t.Errorf("kubectl get respol: Unused %q, want 0 (nothing tracked for 30 days yet)", got)
+	}
+
 	// The leader's per-policy metric counts the same grants, under the
 	// operator's own window: 30 days, so none is tracked long enough yet.
 	labels := map[string]string{"kind": "ResourcePolicy", "namespace": f.serviceNS, "policy": "ledger-api"}
 	if got, ok := metricValue(t, "sallyport_policy_unused_grants", labels); !ok || got != 0 {
 		t.Errorf("sallyport_policy_unused_grants of ledger-api = %v (exported: %v), want 0 under a 30-day window", got, ok)
 	}
+}
+
+// printedColumn asks the API server for the table kubectl get prints and
+// returns one cell of the named object's row.
+func printedColumn(t *testing.T, resource, ns, name, column string) string {
+	t.Helper()
+	raw, err := clientset.RESTClient().Get().
+		AbsPath("/apis", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "namespaces", ns, resource).
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").
+		Do(context.Background()).Raw()
+	if err != nil {
+		t.Fatalf("get %s as a table: %v", resource, err)
+	}
+	var table metav1.Table
+	if err := json.Unmarshal(raw, &table); err != nil {
+		t.Fatal(err)
+	}
+	col := slices.IndexFunc(table.ColumnDefinitions, func(c metav1.TableColumnDefinition) bool { return c.Name == column })
+	if col < 0 {
+		t.Fatalf("%s has no printer column %q", resource, column)
+	}
+	for _, row := range table.Rows {
+		var meta struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := json.Unmarshal(row.Object.Raw, &meta); err != nil {
+			t.Fatal(err)
+		}
+		if meta.Metadata.Name == name {
+			return fmt.Sprint(row.Cells[col])
+		}
+	}
+	t.Fatalf("no row for %s/%s", ns, name)
+	return ""
 }
 
 func listBoth(ctx context.Context, namespaces ...string) ([]*v1alpha1.ConnectionPolicy, []*v1alpha1.ResourcePolicy, error) {
