@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/sallyport/sallyport/api/v1alpha1"
 	"github.com/sallyport/sallyport/internal/controlplane"
 )
 
@@ -227,11 +229,19 @@ func TestChartAgreesWithConfig(t *testing.T) {
 		}
 	}
 	// Bound to nothing by either: what namespace admins bind for Secret
-	// mode, and what metrics scrapers are bound to.
-	for _, name := range []string{"sallyport-token-issuer", "sallyport-metrics-reader"} {
+	// mode, what metrics scrapers are bound to, and the policy roles the
+	// built-in ones aggregate.
+	for _, name := range []string{"sallyport-token-issuer", "sallyport-metrics-reader", "sallyport-policy-viewer", "sallyport-policy-editor"} {
 		key := "ClusterRole/" + name
+		if config[key] == nil || chart[key] == nil {
+			t.Errorf("%s: in config/default %t, in the chart %t", key, config[key] != nil, chart[key] != nil)
+			continue
+		}
 		if d := cmp.Diff(rules(t, config[key]), rules(t, chart[key])); d != "" {
 			t.Errorf("%s differs (-config/default +chart):\n%s", key, d)
+		}
+		if d := cmp.Diff(aggregation(config[key]), aggregation(chart[key])); d != "" {
+			t.Errorf("%s aggregates differently (-config/default +chart):\n%s", key, d)
 		}
 	}
 
@@ -257,6 +267,17 @@ func TestChartAgreesWithConfig(t *testing.T) {
 			t.Errorf("%s spec differs (-config/default +chart):\n%s", key, d)
 		}
 	}
+}
+
+// aggregation returns a ClusterRole's aggregate-to labels.
+func aggregation(o *unstructured.Unstructured) map[string]string {
+	out := map[string]string{}
+	for k, v := range o.GetLabels() {
+		if strings.HasPrefix(k, "rbac.authorization.k8s.io/aggregate-to-") {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // grants expands the rules bound to a ServiceAccount of installNamespace in
@@ -446,6 +467,62 @@ func TestPodMeetsRestrictedPodSecurity(t *testing.T) {
 		}
 		if err := createPod(spec); err != nil {
 			t.Errorf("%s: the manager's pod does not meet the restricted Pod Security Standard: %v", name, err)
+		}
+	}
+}
+
+// The policy roles grant what they say on a real API server: the viewer
+// reads policies and their status and writes nothing; the editor writes
+// policies but not their status, which is the operator's.
+func TestPolicyRoles(t *testing.T) {
+	ctx := context.Background()
+	objs := renderConfig(t)
+	var roles []*unstructured.Unstructured
+	for _, name := range []string{"sallyport-policy-viewer", "sallyport-policy-editor"} {
+		roles = append(roles, find(t, objs, "ClusterRole", name))
+	}
+	if err := controlplane.Apply(ctx, env.Client, roles); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t, nil)
+	for user, role := range map[string]string{"auditor": "sallyport-policy-viewer", "developer": "sallyport-policy-editor"} {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+		}
+		if err := env.Client.Create(ctx, rb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		user, verb, resource, sub string
+		allowed                   bool
+	}{
+		{"auditor", "list", "resourcepolicies", "", true},
+		{"auditor", "get", "connectionpolicies", "status", true},
+		{"auditor", "watch", "connectionpolicies", "", true},
+		{"auditor", "create", "resourcepolicies", "", false},
+		{"auditor", "delete", "connectionpolicies", "", false},
+		{"developer", "create", "connectionpolicies", "", true},
+		{"developer", "patch", "resourcepolicies", "", true},
+		{"developer", "delete", "resourcepolicies", "", true},
+		{"developer", "update", "resourcepolicies", "status", false},
+		{"developer", "patch", "connectionpolicies", "status", false},
+	}
+	for _, c := range cases {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: c.user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: c.verb, Group: v1alpha1.GroupVersion.Group, Resource: c.resource, Subresource: c.sub,
+			},
+		}}
+		out, err := clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Status.Allowed != c.allowed {
+			t.Errorf("%s %s %s/%s: allowed %t, want %t", c.user, c.verb, c.resource, c.sub, out.Status.Allowed, c.allowed)
 		}
 	}
 }
