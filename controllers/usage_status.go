@@ -145,14 +145,16 @@ func sameDryRun(a, b *v1alpha1.DryRunStatus) bool {
 	return a.Generation == b.Generation && a.Decisions == b.Decisions && a.WouldDeny == b.WouldDeny && a.WouldAllow == b.WouldAllow
 }
 
-func observeDryRun(kind store.Kind, ns, name string, d *v1alpha1.DryRunStatus) {
+// observeDryRun sets a policy's DryRun gauges (labels: kind, namespace,
+// policy), or drops them when d is nil.
+func observeDryRun(labels prometheus.Labels, d *v1alpha1.DryRunStatus) {
 	if d == nil {
-		dryRunCounts.DeletePartialMatch(prometheus.Labels{"kind": string(kind), "namespace": ns, "policy": name})
+		dryRunCounts.DeletePartialMatch(labels)
 		return
 	}
-	dryRunCounts.WithLabelValues(string(kind), ns, name, "all").Set(float64(d.Decisions))
-	dryRunCounts.WithLabelValues(string(kind), ns, name, "WouldDeny").Set(float64(d.WouldDeny))
-	dryRunCounts.WithLabelValues(string(kind), ns, name, "WouldAllow").Set(float64(d.WouldAllow))
+	for result, n := range map[string]int64{"all": d.Decisions, "WouldDeny": d.WouldDeny, "WouldAllow": d.WouldAllow} {
+		dryRunCounts.With(prometheus.Labels{"kind": labels["kind"], "namespace": labels["namespace"], "policy": labels["policy"], "result": result}).Set(float64(n))
+	}
 }
 
 func unixTime(unix int64) *metav1.Time {
@@ -180,82 +182,96 @@ func earlier(a, b *metav1.Time) *metav1.Time {
 // resourceUsage sets a ResourcePolicy's status.usage or status.dryRun from
 // the merged view and returns when to look again (0: on the next change).
 func (u *UsageTracking) resourceUsage(rp *v1alpha1.ResourcePolicy, st store.Status, v *usage.View) time.Duration {
-	p := v.Policy(rp.UID)
-	if rp.Spec.Enforcement == v1alpha1.EnforcementDryRun {
-		rp.Status.Usage = nil
-		rp.Status.DryRun = dryRun(p, st.Served, rp.Status.DryRun, v.At)
-		observeDryRun(store.KindResource, rp.Namespace, rp.Name, rp.Status.DryRun)
-		unusedGrants.DeletePartialMatch(prometheus.Labels{"kind": string(store.KindResource), "namespace": rp.Namespace, "policy": rp.Name})
-		return 0
-	}
-	rp.Status.DryRun = nil
-	observeDryRun(store.KindResource, rp.Namespace, rp.Name, nil)
-	if p == nil {
-		p = &usage.Policy{}
-	}
-	prev := rp.Status.Usage
-	if prev == nil {
-		prev = &v1alpha1.ResourceUsageStatus{}
-	}
-	old := map[string]*v1alpha1.GrantUsage{}
-	for i := range prev.Rules {
-		old[prev.Rules[i].Name] = &prev.Rules[i].GrantUsage
-	}
-	next := &v1alpha1.ResourceUsageStatus{UsageSummary: prev.UsageSummary, Rules: make([]v1alpha1.RuleUsage, len(rp.Spec.Rules))}
-	grants := make([]grant, len(rp.Spec.Rules))
-	for i, r := range rp.Spec.Rules {
-		next.Rules[i] = v1alpha1.RuleUsage{Name: r.Name, Effect: r.Effect}
-		prevGrant := old[r.Name]
-		if prevGrant == nil {
-			prevGrant = &v1alpha1.GrantUsage{}
+	dryRunMode := rp.Spec.Enforcement == v1alpha1.EnforcementDryRun
+	return u.track(store.KindResource, rp, dryRunMode, &rp.Status.DryRun, st, v, func() { rp.Status.Usage = nil }, func(p *usage.Policy) (time.Duration, int32) {
+		prev := rp.Status.Usage
+		if prev == nil {
+			prev = &v1alpha1.ResourceUsageStatus{}
 		}
-		grants[i] = grant{key: r.Name, prev: prevGrant, out: &next.Rules[i].GrantUsage, guard: r.Effect == v1alpha1.EffectDeny}
-	}
-	again := u.judge(grants, p, &next.UsageSummary, u.now())
-	stamp(&next.UsageSummary, rp.Status.Usage != nil && usageEqual(rp.Status.Usage.Rules, next.Rules, rp.Status.Usage.UsageSummary, next.UsageSummary), v.At)
-	rp.Status.Usage = next
-	unusedGrants.WithLabelValues(string(store.KindResource), rp.Namespace, rp.Name).Set(float64(next.Unused))
-	return again
+		next := &v1alpha1.ResourceUsageStatus{Rules: make([]v1alpha1.RuleUsage, len(rp.Spec.Rules))}
+		for i, r := range rp.Spec.Rules {
+			next.Rules[i] = v1alpha1.RuleUsage{Name: r.Name, Effect: r.Effect}
+		}
+		var again time.Duration
+		next.UsageSummary, again = fillUsage(u, p, rp.Status.Usage != nil, prev.UsageSummary, prev.Rules, next.Rules,
+			func(r *v1alpha1.RuleUsage) string { return r.Name },
+			func(r *v1alpha1.RuleUsage) *v1alpha1.GrantUsage { return &r.GrantUsage },
+			func(r *v1alpha1.RuleUsage) bool { return r.Effect == v1alpha1.EffectDeny }, v.At)
+		rp.Status.Usage = next
+		return again, next.Unused
+	})
 }
 
 // connectionUsage is resourceUsage for ConnectionPolicies.
 func (u *UsageTracking) connectionUsage(cp *v1alpha1.ConnectionPolicy, st store.Status, v *usage.View) time.Duration {
-	p := v.Policy(cp.UID)
-	if cp.Spec.Enforcement == v1alpha1.EnforcementDryRun {
-		cp.Status.Usage = nil
-		cp.Status.DryRun = dryRun(p, st.Served, cp.Status.DryRun, v.At)
-		observeDryRun(store.KindConnection, cp.Namespace, cp.Name, cp.Status.DryRun)
-		unusedGrants.DeletePartialMatch(prometheus.Labels{"kind": string(store.KindConnection), "namespace": cp.Namespace, "policy": cp.Name})
+	dryRunMode := cp.Spec.Enforcement == v1alpha1.EnforcementDryRun
+	return u.track(store.KindConnection, cp, dryRunMode, &cp.Status.DryRun, st, v, func() { cp.Status.Usage = nil }, func(p *usage.Policy) (time.Duration, int32) {
+		prev := cp.Status.Usage
+		if prev == nil {
+			prev = &v1alpha1.ConnectionUsageStatus{}
+		}
+		next := &v1alpha1.ConnectionUsageStatus{Reach: make([]v1alpha1.ReachUsage, len(cp.Spec.Reach))}
+		for i, r := range cp.Spec.Reach {
+			next.Reach[i] = v1alpha1.ReachUsage{Class: string(r.Class)}
+		}
+		var again time.Duration
+		next.UsageSummary, again = fillUsage(u, p, cp.Status.Usage != nil, prev.UsageSummary, prev.Reach, next.Reach,
+			func(r *v1alpha1.ReachUsage) string { return r.Class },
+			func(r *v1alpha1.ReachUsage) *v1alpha1.GrantUsage { return &r.GrantUsage },
+			func(*v1alpha1.ReachUsage) bool { return false }, v.At)
+		cp.Status.Usage = next
+		return again, next.Unused
+	})
+}
+
+// track is what both kinds share: a DryRun policy gets status.dryRun from
+// the merged shadow counts and loses status.usage (clearUsage); an
+// enforced one loses status.dryRun and gets status.usage from enforced,
+// which returns when to look again and the unused count. The leader's
+// per-policy metrics follow.
+func (u *UsageTracking) track(kind store.Kind, obj metav1.Object, dryRunMode bool, dry **v1alpha1.DryRunStatus, st store.Status, v *usage.View,
+	clearUsage func(), enforced func(*usage.Policy) (time.Duration, int32)) time.Duration {
+	p := v.Policy(obj.GetUID())
+	labels := prometheus.Labels{"kind": string(kind), "namespace": obj.GetNamespace(), "policy": obj.GetName()}
+	if dryRunMode {
+		*dry = dryRun(p, st.Served, *dry, v.At)
+		observeDryRun(labels, *dry)
+		unusedGrants.DeletePartialMatch(labels)
+		clearUsage()
 		return 0
 	}
-	cp.Status.DryRun = nil
-	observeDryRun(store.KindConnection, cp.Namespace, cp.Name, nil)
+	*dry = nil
+	observeDryRun(labels, nil)
 	if p == nil {
 		p = &usage.Policy{}
 	}
-	prev := cp.Status.Usage
-	if prev == nil {
-		prev = &v1alpha1.ConnectionUsageStatus{}
-	}
-	old := map[string]*v1alpha1.GrantUsage{}
-	for i := range prev.Reach {
-		old[prev.Reach[i].Class] = &prev.Reach[i].GrantUsage
-	}
-	next := &v1alpha1.ConnectionUsageStatus{UsageSummary: prev.UsageSummary, Reach: make([]v1alpha1.ReachUsage, len(cp.Spec.Reach))}
-	grants := make([]grant, len(cp.Spec.Reach))
-	for i, r := range cp.Spec.Reach {
-		next.Reach[i] = v1alpha1.ReachUsage{Class: string(r.Class)}
-		prevGrant := old[string(r.Class)]
-		if prevGrant == nil {
-			prevGrant = &v1alpha1.GrantUsage{}
-		}
-		grants[i] = grant{key: string(r.Class), prev: prevGrant, out: &next.Reach[i].GrantUsage}
-	}
-	again := u.judge(grants, p, &next.UsageSummary, u.now())
-	stamp(&next.UsageSummary, cp.Status.Usage != nil && usageEqual(cp.Status.Usage.Reach, next.Reach, cp.Status.Usage.UsageSummary, next.UsageSummary), v.At)
-	cp.Status.Usage = next
-	unusedGrants.WithLabelValues(string(store.KindConnection), cp.Namespace, cp.Name).Set(float64(next.Unused))
+	again, unused := enforced(p)
+	unusedGrants.With(labels).Set(float64(unused))
 	return again
+}
+
+// fillUsage judges next, the status entries of a policy's grants in spec
+// order (their keys set), against the merged counts p and the entries and
+// summary the status had (prev, prevSum; had says whether it had any), and
+// returns the new summary and when to look again.
+func fillUsage[E any](u *UsageTracking, p *usage.Policy, had bool, prevSum v1alpha1.UsageSummary, prev, next []E,
+	key func(*E) string, use func(*E) *v1alpha1.GrantUsage, guard func(*E) bool, at time.Time) (v1alpha1.UsageSummary, time.Duration) {
+	old := make(map[string]*v1alpha1.GrantUsage, len(prev))
+	for i := range prev {
+		old[key(&prev[i])] = use(&prev[i])
+	}
+	grants := make([]grant, len(next))
+	for i := range next {
+		g := old[key(&next[i])]
+		if g == nil {
+			g = &v1alpha1.GrantUsage{}
+		}
+		grants[i] = grant{key: key(&next[i]), prev: g, out: use(&next[i]), guard: guard(&next[i])}
+	}
+	sum := prevSum
+	again := u.judge(grants, p, &sum, u.now())
+	stamp(&sum, had && usageEqual(prev, next, prevSum, sum), at)
+	return sum, again
 }
 
 // stamp sets updatedAt to the merge time when the usage changed: a merge
