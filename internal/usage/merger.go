@@ -297,7 +297,8 @@ func (m *Merger) writeArchive(ctx context.Context, k int, cm *corev1.ConfigMap, 
 	return nil
 }
 
-// publish swaps in v and tells subscribers which policies' usage changed.
+// publish swaps in v and tells subscribers which policies' usage changed,
+// appeared or disappeared.
 func (m *Merger) publish(v *View) {
 	prev := m.view.Swap(v)
 	m.mu.Lock()
@@ -311,6 +312,16 @@ func (m *Merger) publish(v *View) {
 	}
 	for uid, p := range v.Policies {
 		if prev == nil || !p.equal(prev.Policies[uid]) {
+			notify(p)
+		}
+	}
+	if prev == nil {
+		return
+	}
+	// A policy no report holds any more (its only report was deleted by
+	// hand) changed too: its status falls back to what it already shows.
+	for uid, p := range prev.Policies {
+		if _, ok := v.Policies[uid]; !ok {
 			notify(p)
 		}
 	}

@@ -277,3 +277,30 @@ func TestMergeUnreadableArchive(t *testing.T) {
 		t.Error("a report was deleted though it could not be folded")
 	}
 }
+
+// A policy that no report holds any more (its only report deleted by hand)
+// is notified too, so its status is looked at again.
+func TestMergeNotifiesRemovals(t *testing.T) {
+	ns := env.Namespace(t, nil)
+	cm := putReport(t, ns, report("laptop", nil, map[types.UID]*usage.Policy{
+		"uid-jobs": resGrants("jobs", map[string]usage.Grant{"run": {Decisions: 1}}),
+	}))
+	m := newMerger(ns, knownStore(t))
+	var mu sync.Mutex
+	var got []string
+	m.Subscribe(func(c usage.Changed) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, c.String())
+	})
+	merge(t, m)
+	if err := env.Client.Delete(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	merge(t, m)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"ledger/jobs", "ledger/jobs"}; !slices.Equal(got, want) {
+		t.Errorf("notified %q, want %q (appeared, then gone)", got, want)
+	}
+}
