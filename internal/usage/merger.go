@@ -319,7 +319,8 @@ func (m *Merger) publish(v *View) {
 		return
 	}
 	// A policy no report holds any more (its only report was deleted by
-	// hand) changed too: its status falls back to what it already shows.
+	// hand) changed too: its status then counts no decisions, and keeps
+	// its last use and tracking start.
 	for uid, p := range prev.Policies {
 		if _, ok := v.Policies[uid]; !ok {
 			notify(p)
