@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -72,6 +73,7 @@ type flags struct {
 	grpcAddrFile   string
 	opaDir         string
 	allocProfile   string
+	traceFile      string
 }
 
 func parseFlags() *flags {
@@ -84,6 +86,7 @@ func parseFlags() *flags {
 	flag.StringVar(&f.bodyFile, "body-file", "", "write the benchmark request body to this `file` instead of stdout")
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this `file` (stopped on SIGINT/SIGTERM)")
 	flag.StringVar(&f.allocProfile, "allocprofile", "", "write an allocation profile (pprof allocs) to this `file` on SIGINT/SIGTERM")
+	flag.StringVar(&f.traceFile, "trace", "", "write an execution trace (runtime/trace) of the whole run to this `file`, for stalls: go tool trace -pprof=sched")
 	flag.StringVar(&f.grpcAddr, "grpc-addr", "", "also serve Envoy ext_authz (gRPC, plain HTTP/2) on this loopback `host:port`; empty: no gRPC")
 	flag.StringVar(&f.grpcAddrFile, "grpc-addr-file", "", "write the gRPC address actually listened on to this `file` once serving")
 	flag.StringVar(&f.opaDir, "opa-dir", "", "write OPA's data, key and input for the same policies and request into this `directory` (see hack/bench/opa)")
@@ -161,6 +164,18 @@ func run() error {
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if f.traceFile != "" {
+		tf, err := os.Create(f.traceFile)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer func() { _ = tf.Close() }()
+		if err := trace.Start(tf); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
