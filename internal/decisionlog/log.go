@@ -2,14 +2,16 @@
 // with both gates, so an auditor can tell why a connection was allowed and
 // why an action was permitted or denied. It never writes a credential.
 //
-// Lines are encoded on the deciding goroutine and written by one writer
-// goroutine through a bounded queue. By default a full queue applies
+// Lines are encoded on the deciding goroutine and appended to a bounded
+// queue; one writer goroutine writes what has gathered, in one write, about
+// every millisecond (at once when the queue is half full). Waking the writer
+// per line would cost every decision a switch between goroutines, which on
+// a busy core shows in the latency tail. By default a full queue applies
 // back-pressure (no decision goes unlogged); in drop mode a full queue drops
 // the line and counts it, so logging can never slow decisions down.
 package decisionlog
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -93,25 +95,36 @@ func init() {
 
 // Logger writes decision lines to one destination.
 type Logger struct {
-	mode  Mode
-	queue chan *[]byte
-	dst   io.Writer
-	w     *bufio.Writer
-	done  chan struct{}
+	mode Mode
+	dst  io.Writer
+	// max is the queue's length in lines.
+	max int
+	// wake tells the writer that lines wait (the first of a batch) or
+	// that the queue is half full; kick tells it to write at once.
+	wake, kick chan struct{}
+	done       chan struct{}
+
+	// mu guards the queue: pending holds lines encoded one after the other,
+	// lines counts them; room is signalled when the writer takes them.
+	mu      sync.Mutex
+	room    *sync.Cond
+	pending []byte
+	lines   int
+	closed  bool
 
 	closeOnce sync.Once
-	closed    atomic.Bool
-	// mu orders Log's sends against Close's close of the queue.
-	mu sync.RWMutex
-
-	dropped atomic.Uint64
-	err     atomic.Pointer[error]
+	dropped   atomic.Uint64
+	err       atomic.Pointer[error]
 }
 
 // ErrClosed is returned by Log after Close.
 var ErrClosed = errors.New("decision log closed")
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// gather is how long the writer lets lines gather after the first of a
+// batch: one write and one goroutine switch per millisecond, not per line.
+const gather = time.Millisecond
 
 // New starts a logger writing to w. Close flushes and stops it.
 func New(w io.Writer, o Options) *Logger {
@@ -122,42 +135,64 @@ func New(w io.Writer, o Options) *Logger {
 		o.QueueLength = 4096
 	}
 	l := &Logger{
-		mode:  o.Mode,
-		queue: make(chan *[]byte, o.QueueLength),
-		dst:   w,
-		w:     bufio.NewWriterSize(w, 64<<10),
-		done:  make(chan struct{}),
+		mode: o.Mode,
+		dst:  w,
+		max:  o.QueueLength,
+		wake: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
 	}
+	l.room = sync.NewCond(&l.mu)
 	go l.run()
 	return l
 }
 
-// Log encodes e and queues it. In block mode it waits for room; in drop mode
-// it drops the line when the queue is full and returns nil.
+// Log encodes one line and queues it. In block mode it waits while the
+// queue is full; in drop mode it drops the line instead. It returns
+// ErrClosed after Close.
 func (l *Logger) Log(e *Entry) error {
 	buf, ok := bufPool.Get().(*[]byte)
 	if !ok {
 		buf = new([]byte)
 	}
 	*buf = appendEntry((*buf)[:0], e)
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed.Load() {
-		bufPool.Put(buf)
-		return ErrClosed
-	}
-	if l.mode == ModeDrop {
-		select {
-		case l.queue <- buf:
-		default:
-			bufPool.Put(buf)
+	defer bufPool.Put(buf)
+
+	l.mu.Lock()
+	for l.lines >= l.max && !l.closed {
+		if l.mode == ModeDrop {
+			l.mu.Unlock()
 			l.dropped.Add(1)
 			dropped.Inc()
+			return nil
 		}
-		return nil
+		signal(l.kick)
+		l.room.Wait()
 	}
-	l.queue <- buf
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.pending = append(l.pending, *buf...)
+	l.lines++
+	n := l.lines
+	l.mu.Unlock()
+	switch {
+	case n == 1:
+		signal(l.wake)
+	case n >= l.max/2:
+		signal(l.kick)
+	}
 	return nil
+}
+
+// signal sends on a channel of one without waiting: a token already there
+// says the same.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // Dropped returns how many lines this logger dropped.
@@ -172,33 +207,43 @@ func (l *Logger) Err() error {
 	return nil
 }
 
+// run writes batches until Close: it waits for a first line, lets more
+// gather for a moment (or until the queue is half full), then takes them
+// all and writes them in one write.
 func (l *Logger) run() {
 	defer close(l.done)
-	for buf := range l.queue {
-		l.write(buf)
-		// Flush when the queue is momentarily empty: lines reach the
-		// destination promptly at low rates and in large writes at high ones.
-		if len(l.queue) == 0 {
-			l.flush()
+	var spare []byte
+	timer := time.NewTimer(gather)
+	timer.Stop()
+	for {
+		<-l.wake
+		timer.Reset(gather)
+		select {
+		case <-timer.C:
+		case <-l.kick:
+			timer.Stop()
 		}
-	}
-	l.flush()
-}
-
-func (l *Logger) write(buf *[]byte) {
-	if _, err := l.w.Write(*buf); err != nil {
-		l.fail(err)
-	} else {
-		written.Inc()
-	}
-	if cap(*buf) <= 64<<10 {
-		bufPool.Put(buf)
-	}
-}
-
-func (l *Logger) flush() {
-	if err := l.w.Flush(); err != nil {
-		l.fail(err)
+		l.mu.Lock()
+		batch, n, closed := l.pending, l.lines, l.closed
+		l.pending, l.lines = spare[:0], 0
+		l.room.Broadcast()
+		l.mu.Unlock()
+		if n > 0 {
+			if _, err := l.dst.Write(batch); err != nil {
+				l.fail(err)
+			} else {
+				written.Add(float64(n))
+			}
+		}
+		// A batch that grew very large once is not kept.
+		if cap(batch) <= 4<<20 {
+			spare = batch
+		} else {
+			spare = nil
+		}
+		if closed {
+			return
+		}
 	}
 }
 
@@ -206,19 +251,18 @@ func (l *Logger) fail(err error) {
 	writeErrors.Inc()
 	err = fmt.Errorf("write decision log: %w", err)
 	l.err.CompareAndSwap(nil, &err)
-	// bufio.Writer keeps its error forever; start over so later lines can
-	// still be written when the destination recovers.
-	l.w.Reset(l.dst)
 }
 
-// Close writes what is queued, flushes, and stops the writer. Log calls
-// after Close return ErrClosed.
+// Close writes what is queued and stops the writer. Log calls after Close
+// return ErrClosed.
 func (l *Logger) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
-		l.closed.Store(true)
-		close(l.queue)
+		l.closed = true
+		l.room.Broadcast()
 		l.mu.Unlock()
+		signal(l.wake)
+		signal(l.kick)
 		<-l.done
 	})
 	return l.Err()
