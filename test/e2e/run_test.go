@@ -205,6 +205,29 @@ spec:
 		}
 	}
 
+	// make run keeps usage in status (every 10 s): the allowed read and the
+	// denied delete each counted once, on the rules that decided them.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out = mustRun("get", "respol", "ledger-api", "-n", "ledger", "-o",
+			`jsonpath={range .status.usage.rules[*]}{.name}={.decisions} {end}`)
+		total := 0
+		for _, f := range strings.Fields(out) {
+			var name string
+			var n int
+			if _, err := fmt.Sscanf(strings.Replace(f, "=", " ", 1), "%s %d", &name, &n); err == nil {
+				total += n
+			}
+		}
+		if total == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status.usage of ledger-api counts %q, want the 2 decisions asked", out)
+		}
+		time.Sleep(2 * time.Second)
+	}
+
 	// Ctrl-C stops everything runlocal started.
 	server := apiServer(t, kubeconfig)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
