@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,7 +100,7 @@ func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.Usa
 	for _, g := range grants {
 		m := p.Grants[g.key]
 		out := g.out
-		out.Decisions = int64(m.Decisions)
+		out.Decisions = toInt64(m.Decisions)
 		out.LastUsed = later(unixTime(m.Last), g.prev.LastUsed)
 		out.TrackedSince = earlier(unixTime(m.Since), g.prev.TrackedSince)
 		tracked := out.TrackedSince != nil && !out.TrackedSince.After(cutoff)
@@ -129,7 +130,7 @@ func dryRun(p *usage.Policy, served int64, prev *v1alpha1.DryRunStatus, at time.
 	out := &v1alpha1.DryRunStatus{Generation: served}
 	if p != nil && p.Shadow != nil && p.Shadow.Generation >= served {
 		s := p.Shadow
-		out.Generation, out.Decisions, out.WouldDeny, out.WouldAllow = s.Generation, int64(s.Decisions), int64(s.WouldDeny), int64(s.WouldAllow)
+		out.Generation, out.Decisions, out.WouldDeny, out.WouldAllow = s.Generation, toInt64(s.Decisions), toInt64(s.WouldDeny), toInt64(s.WouldAllow)
 		out.LastDisagreement = unixTime(s.LastDisagreement)
 	}
 	if prev != nil && sameDryRun(prev, out) {
@@ -139,6 +140,11 @@ func dryRun(p *usage.Policy, served int64, prev *v1alpha1.DryRunStatus, at time.
 		out.UpdatedAt = &t
 	}
 	return out
+}
+
+// toInt64 converts a count for status, where counts are int64, saturating.
+func toInt64(n uint64) int64 {
+	return int64(min(n, math.MaxInt64))
 }
 
 func sameDryRun(a, b *v1alpha1.DryRunStatus) bool {

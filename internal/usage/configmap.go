@@ -151,5 +151,10 @@ func decode(cm *corev1.ConfigMap) (*Report, error) {
 	if r.Policies == nil {
 		r.Policies = map[types.UID]*Policy{}
 	}
+	for uid, p := range r.Policies {
+		if p == nil {
+			return nil, fmt.Errorf("ConfigMap %s/%s: usage report: policy %q is null", cm.Namespace, cm.Name, uid)
+		}
+	}
 	return r, nil
 }

@@ -98,7 +98,7 @@ func (m *Merger) Start(ctx context.Context) error {
 		return nil //nolint:nilerr // stopped before the first snapshot.
 	}
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if err := m.Merge(ctx); err != nil {
+		if err := m.safeMerge(ctx); err != nil {
 			merges.WithLabelValues("error").Inc()
 			if ctx.Err() == nil {
 				m.log.Error(err, "Could not merge the usage reports; retrying at the next interval")
@@ -108,6 +108,17 @@ func (m *Merger) Start(ctx context.Context) error {
 		merges.WithLabelValues("success").Inc()
 	}, m.opts.Interval)
 	return nil
+}
+
+// safeMerge is Merge, with a panic turned into an error: the reports come
+// from ConfigMaps, and no content of one may stop the operator.
+func (m *Merger) safeMerge(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error while merging usage reports: %v", r)
+		}
+	}()
+	return m.Merge(ctx)
 }
 
 // Merge makes one merge: it folds the reports of gone replicas into the

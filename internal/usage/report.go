@@ -14,6 +14,7 @@ package usage
 
 import (
 	"maps"
+	"math"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -116,20 +117,29 @@ func (p *Policy) add(o *Policy) {
 		c := *s
 		p.Shadow = &c
 	case s.Generation == p.Shadow.Generation:
-		p.Shadow.Decisions += s.Decisions
-		p.Shadow.WouldDeny += s.WouldDeny
-		p.Shadow.WouldAllow += s.WouldAllow
+		p.Shadow.Decisions = addSat(p.Shadow.Decisions, s.Decisions)
+		p.Shadow.WouldDeny = addSat(p.Shadow.WouldDeny, s.WouldDeny)
+		p.Shadow.WouldAllow = addSat(p.Shadow.WouldAllow, s.WouldAllow)
 		p.Shadow.LastDisagreement = max(p.Shadow.LastDisagreement, s.LastDisagreement)
 	}
 }
 
 func (g Grant) plus(o Grant) Grant {
-	g.Decisions += o.Decisions
+	g.Decisions = addSat(g.Decisions, o.Decisions)
 	g.Last = max(g.Last, o.Last)
 	if g.Since == 0 || (o.Since != 0 && o.Since < g.Since) {
 		g.Since = o.Since
 	}
 	return g
+}
+
+// addSat adds without wrapping around: a count read from a ConfigMap may be
+// anything.
+func addSat(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
 }
 
 // equal reports whether two policies' usage is the same.
