@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // The -update flag rewrites the golden files of the CLI tests:
@@ -39,22 +41,7 @@ func transcript(code int, stdout, stderr string) string {
 // checkGolden compares got with the golden file, or rewrites it with -update.
 func checkGolden(t *testing.T, file, got string) {
 	t.Helper()
-	if updating() {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (run with -update to accept it):\n--- got\n%s\n--- want\n%s", file, got, want)
-	}
+	testenv.CheckGolden(t, file, got, updating())
 }
 
 // TestTestGolden runs `sallyport test` over the suites in testdata/test and

@@ -308,24 +308,8 @@ func ruleNames(rules []v1alpha1.Rule) []string {
 	return out
 }
 
-// checkGolden compares got with the golden file, or rewrites it with
-// -update, as the golden tests of cmd/sallyport do.
+// checkGolden compares got with the golden file, or rewrites it with -update.
 func checkGolden(t *testing.T, file, got string) {
 	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (run with -update to accept it):\n--- got\n%s\n--- want\n%s", file, got, want)
-	}
+	testenv.CheckGolden(t, file, got, *update)
 }
