@@ -3,9 +3,12 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Gate is one gate of a /v1/decide answer, as a client reads it.
@@ -49,4 +52,21 @@ func Decide(t testing.TB, baseURL string, body any) Answer {
 		t.Fatalf("/v1/decide answer %s: %v", out, err)
 	}
 	return a
+}
+
+// WaitServing waits until the decision API at baseURL answers something
+// other than 503 (what it says until its first snapshot is built).
+func WaitServing(t testing.TB, baseURL string) {
+	t.Helper()
+	Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Post(baseURL+"/v1/decide", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return errors.New("the decision server is not ready")
+		}
+		return nil
+	})
 }

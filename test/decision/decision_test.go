@@ -103,24 +103,10 @@ func setup(t *testing.T) *fixture {
 		}
 		return nil
 	})
-	waitServing(t)
+	testenv.WaitServing(t, decideURL)
 	return f
 }
 
-func waitServing(t *testing.T) {
-	t.Helper()
-	testenv.Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Post(decideURL+"/v1/decide", "application/json", strings.NewReader(`{}`))
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			return fmt.Errorf("not ready")
-		}
-		return nil
-	})
-}
 
 // mint returns a token of the ServiceAccount for the audiences, bound to the
 // Secret when one is named.

@@ -288,17 +288,7 @@ func renewSecretModeToken(t *testing.T, it issuedToken) {
 	t.Helper()
 	ctx := context.Background()
 	cp := it.policy
-	stamp := time.Now().UTC().Format(time.RFC3339Nano)
-	testenv.Eventually(t, time.Minute, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
-			return err
-		}
-		if cp.Annotations == nil {
-			cp.Annotations = map[string]string{}
-		}
-		cp.Annotations[v1alpha1.AnnotationRenew] = stamp
-		return env.Client.Update(ctx, cp)
-	})
+	stamp := testenv.AskRenewal(t, env.Client, cp, time.Minute)
 	testenv.Eventually(t, time.Minute, func() error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
 			return err

@@ -164,17 +164,7 @@ func TestLeaderDiesDuringRotation(t *testing.T) {
 
 	// Ask for a rotation; the leader mints and dies before storing.
 	stalling.arm(ns)
-	stamp := time.Now().UTC().Format(time.RFC3339Nano)
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cp), cp); err != nil {
-			return err
-		}
-		if cp.Annotations == nil {
-			cp.Annotations = map[string]string{}
-		}
-		cp.Annotations[v1alpha1.AnnotationRenew] = stamp
-		return env.Client.Update(ctx, cp)
-	})
+	stamp := testenv.AskRenewal(t, env.Client, cp, 30*time.Second)
 	select {
 	case <-stalling.stalled:
 	case <-time.After(time.Minute):

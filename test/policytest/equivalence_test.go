@@ -3,7 +3,6 @@ package policytest_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -49,7 +48,7 @@ func TestOfflineAndOnlineAgree(t *testing.T) {
 
 	applyPolicies(t, suite)
 	createServiceAccounts(t, suite)
-	waitServing(t)
+	testenv.WaitServing(t, decideURL)
 
 	tokens := map[string]string{}
 	for _, c := range suite.Cases {
@@ -164,22 +163,6 @@ func createServiceAccounts(t *testing.T, suite *policytest.Suite) {
 	}
 }
 
-// waitServing waits until the decision server answers (it says 503 until
-// its first snapshot) and its snapshot holds the applied policies.
-func waitServing(t *testing.T) {
-	t.Helper()
-	testenv.Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Post(decideURL+"/v1/decide", "application/json", strings.NewReader(`{}`))
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			return fmt.Errorf("decision server not ready")
-		}
-		return nil
-	})
-}
 
 // mint returns a real token for a fixture: its ServiceAccount, its
 // audience, and the lifetime it describes (exp − iat).
