@@ -107,7 +107,6 @@ func setup(t *testing.T) *fixture {
 	return f
 }
 
-
 // mint returns a token of the ServiceAccount for the audiences, bound to the
 // Secret when one is named.
 func mint(t *testing.T, ns, sa string, seconds int64, boundSecret *corev1.Secret, audiences ...string) string {

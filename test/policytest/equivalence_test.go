@@ -163,7 +163,6 @@ func createServiceAccounts(t *testing.T, suite *policytest.Suite) {
 	}
 }
 
-
 // mint returns a real token for a fixture: its ServiceAccount, its
 // audience, and the lifetime it describes (exp − iat).
 func mint(t *testing.T, c *policytest.Connection, now time.Time) string {
