@@ -86,31 +86,22 @@ func sanitize(s string) string {
 	return s
 }
 
-// encode writes r into cm's data.
+// encode writes r into cm's data, as gzip-compressed JSON.
 func encode(cm *corev1.ConfigMap, r *Report) error {
-	b, err := compress(r)
-	if err != nil {
-		return err
-	}
-	cm.Data = nil
-	cm.BinaryData = map[string][]byte{dataKey: b}
-	return nil
-}
-
-// compress returns r as gzip-compressed JSON.
-func compress(r *Report) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	if err := json.NewEncoder(zw).Encode(r); err != nil {
-		return nil, fmt.Errorf("encode usage report: %w", err)
+		return fmt.Errorf("encode usage report: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("compress usage report: %w", err)
+		return fmt.Errorf("compress usage report: %w", err)
 	}
 	if buf.Len() > maxReportBytes {
-		return nil, fmt.Errorf("usage report of %d policies is %d bytes compressed, over the %d a ConfigMap can hold", len(r.Policies), buf.Len(), maxReportBytes)
+		return fmt.Errorf("usage report of %d policies is %d bytes compressed, over the %d a ConfigMap can hold", len(r.Policies), buf.Len(), maxReportBytes)
 	}
-	return buf.Bytes(), nil
+	cm.Data = nil
+	cm.BinaryData = map[string][]byte{dataKey: buf.Bytes()}
+	return nil
 }
 
 // split divides r's policies into its shards, each a report with r's

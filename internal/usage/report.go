@@ -142,6 +142,19 @@ func addSat(a, b uint64) uint64 {
 	return a + b
 }
 
+// samePolicies reports whether two sets of policies have the same usage.
+func samePolicies(a, b map[types.UID]*Policy) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for uid, p := range a {
+		if !p.equal(b[uid]) {
+			return false
+		}
+	}
+	return true
+}
+
 // equal reports whether two policies' usage is the same.
 func (p *Policy) equal(o *Policy) bool {
 	if p == nil || o == nil {

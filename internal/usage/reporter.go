@@ -1,7 +1,6 @@
 package usage
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,9 +53,9 @@ type Reporter struct {
 	// current is each shard's report object as last written or read; nil
 	// when there is none.
 	current [Shards]*corev1.ConfigMap
-	// written is each shard's content as last written, without its time,
-	// so that an unchanged shard is not written again.
-	written [Shards][]byte
+	// written is each shard's counts as this process last wrote them (nil:
+	// not yet), so that an unchanged shard is not written again.
+	written [Shards]map[types.UID]*Policy
 	// adopted is set once the predecessor's report was read: only then may
 	// this process write, or it would overwrite counts it never read.
 	adopted bool
@@ -186,14 +185,8 @@ func (r *Reporter) Write(ctx context.Context) error {
 		if r.current[k] == nil && len(part.Policies) == 0 {
 			continue
 		}
-		// Compared without the time it is written at: an idle replica
-		// writes nothing.
-		body, err := compress(part)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("shard %d: %w", k, err))
-			continue
-		}
-		if r.current[k] != nil && bytes.Equal(body, r.written[k]) {
+		// An idle replica writes nothing.
+		if r.current[k] != nil && r.written[k] != nil && samePolicies(r.written[k], part.Policies) {
 			continue
 		}
 		part.Written = now
@@ -201,7 +194,7 @@ func (r *Reporter) Write(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		r.written[k] = body
+		r.written[k] = part.Policies
 	}
 	return errors.Join(errs...)
 }
