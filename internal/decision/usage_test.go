@@ -20,7 +20,7 @@ func TestDecisionsMarkUsage(t *testing.T) {
 	ledger, _ := snap.ResourceByService(v1alpha1.EnforcementEnforce, "ledger", "ledger-api")
 	dryLedger, _ := snap.ResourceByService(v1alpha1.EnforcementDryRun, "ledger", "ledger-api")
 	rule := func(rp *policy.Resource, name string) *policy.Rule {
-		for _, r := range append(append([]*policy.Rule{}, rp.Deny...), rp.Allow...) {
+		for r := range rp.Rules() {
 			if r.Name == name {
 				return r
 			}
@@ -97,7 +97,7 @@ func TestDecisionsMarkUsage(t *testing.T) {
 	if _, last := conn.Reach["ledger"].Usage.Load(); !last.Equal(now) {
 		t.Errorf("last used %s, want the decision clock's %s", last, now)
 	}
-	for _, r := range append(append([]*policy.Rule{}, dryLedger.Deny...), dryLedger.Allow...) {
+	for r := range dryLedger.Rules() {
 		if got := count(r.Usage); got != 0 {
 			t.Errorf("DryRun rule %s counted %d uses", r.Name, got)
 		}

@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
@@ -89,7 +90,7 @@ func TestCovers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := compileRules(t, tc.d, tc.r)
-			rules := append(append([]*policy.Rule{}, res.Deny...), res.Allow...)
+			rules := slices.Collect(res.Rules())
 			if got := covers(rules[0], rules[1]); got != tc.want {
 				t.Errorf("covers = %v, want %v", got, tc.want)
 			}

@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"iter"
 	"slices"
 	"time"
 
@@ -153,6 +154,20 @@ type Resource struct {
 	// are evaluated first.
 	Deny  []*Rule
 	Allow []*Rule
+}
+
+// Rules yields every rule, Deny rules first, each kind in spec order: the
+// order the rules are evaluated in.
+func (r *Resource) Rules() iter.Seq[*Rule] {
+	return func(yield func(*Rule) bool) {
+		for _, rules := range [2][]*Rule{r.Deny, r.Allow} {
+			for _, rule := range rules {
+				if !yield(rule) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // Rule is a compiled ResourcePolicy rule.

@@ -89,16 +89,12 @@ func carryConnection(prev, next *policy.Connection) {
 // counters under its name and effect.
 func carryResource(prev, next *policy.Resource) {
 	old := make(map[string]*policy.Rule, len(prev.Deny)+len(prev.Allow))
-	for _, rules := range [][]*policy.Rule{prev.Deny, prev.Allow} {
-		for _, r := range rules {
-			old[r.Name] = r
-		}
+	for r := range prev.Rules() {
+		old[r.Name] = r
 	}
-	for _, rules := range [][]*policy.Rule{next.Deny, next.Allow} {
-		for _, r := range rules {
-			if p := old[r.Name]; p != nil && p.Effect == r.Effect {
-				r.Usage = p.Usage
-			}
+	for r := range next.Rules() {
+		if p := old[r.Name]; p != nil && p.Effect == r.Effect {
+			r.Usage = p.Usage
 		}
 	}
 	carryShadow(&prev.Meta, &next.Meta)

@@ -6,7 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
-	"github.com/sallyport/sallyport/internal/policy"
 )
 
 // Usage metrics describe what each enforced rule and reach entry of the
@@ -64,13 +63,11 @@ func (c usageCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, rp := range res {
-		for _, rules := range [][]*policy.Rule{rp.Deny, rp.Allow} {
-			for _, r := range rules {
-				n, last := r.Usage.Load()
-				ch <- prometheus.MustNewConstMetric(ruleDecisionsDesc, prometheus.CounterValue, float64(n), rp.Ref.Namespace, rp.Ref.Name, r.Name, string(r.Effect))
-				if !last.IsZero() {
-					ch <- prometheus.MustNewConstMetric(ruleLastUsedDesc, prometheus.GaugeValue, float64(last.Unix()), rp.Ref.Namespace, rp.Ref.Name, r.Name, string(r.Effect))
-				}
+		for r := range rp.Rules() {
+			n, last := r.Usage.Load()
+			ch <- prometheus.MustNewConstMetric(ruleDecisionsDesc, prometheus.CounterValue, float64(n), rp.Ref.Namespace, rp.Ref.Name, r.Name, string(r.Effect))
+			if !last.IsZero() {
+				ch <- prometheus.MustNewConstMetric(ruleLastUsedDesc, prometheus.GaugeValue, float64(last.Unix()), rp.Ref.Namespace, rp.Ref.Name, r.Name, string(r.Effect))
 			}
 		}
 	}

@@ -40,10 +40,8 @@ func collect(snap *store.Snapshot, baseline *Report, now time.Time) *Report {
 	for _, rp := range res {
 		p := live.policy(KindResource, &rp.Meta)
 		p.Grants = make(map[string]Grant, len(rp.Deny)+len(rp.Allow))
-		for _, rules := range [][]*policy.Rule{rp.Deny, rp.Allow} {
-			for _, rule := range rules {
-				p.Grants[rule.Name] = grantOf(rule.Usage)
-			}
+		for rule := range rp.Rules() {
+			p.Grants[rule.Name] = grantOf(rule.Usage)
 		}
 	}
 	conns, res = snap.Serving(v1alpha1.EnforcementDryRun)

@@ -98,11 +98,9 @@ func ServedResource(t testing.TB, st *store.Store, e v1alpha1.Enforcement, ns, s
 func ServedRule(t testing.TB, st *store.Store, ns, service, name string) *policy.Rule {
 	t.Helper()
 	r := ServedResource(t, st, v1alpha1.EnforcementEnforce, ns, service)
-	for _, rules := range [][]*policy.Rule{r.Allow, r.Deny} {
-		for _, x := range rules {
-			if x.Name == name {
-				return x
-			}
+	for x := range r.Rules() {
+		if x.Name == name {
+			return x
 		}
 	}
 	t.Fatalf("ResourcePolicy %s/%s has no rule %s", ns, service, name)

@@ -177,9 +177,8 @@ func (r *Reporter) adoptShard(ctx context.Context, k int) error {
 func (r *Reporter) Write(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := collect(r.store.Snapshot(), r.baseline, time.Time{})
+	rep := collect(r.store.Snapshot(), r.baseline, time.Now())
 	rep.Replica, rep.Pod = r.opts.Replica, r.opts.Pod
-	now := time.Now().UTC()
 	var errs []error
 	for k, part := range rep.split() {
 		if r.current[k] == nil && len(part.Policies) == 0 {
@@ -189,7 +188,6 @@ func (r *Reporter) Write(ctx context.Context) error {
 		if r.current[k] != nil && r.written[k] != nil && samePolicies(r.written[k], part.Policies) {
 			continue
 		}
-		part.Written = now
 		if err := r.writeShard(ctx, k, part); err != nil {
 			errs = append(errs, err)
 			continue
