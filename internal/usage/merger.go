@@ -127,19 +127,26 @@ func (m *Merger) safeMerge(ctx context.Context) (err error) {
 // in the reports and in the archive.
 func (m *Merger) Merge(ctx context.Context) error {
 	ns := m.opts.Namespace
+	// One list for the reports and the archive.
 	var list corev1.ConfigMapList
-	if err := m.reader.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{LabelRole: RoleReplica}); err != nil {
+	if err := m.reader.List(ctx, &list, client.InNamespace(ns), client.HasLabels{LabelRole}); err != nil {
 		return fmt.Errorf("list usage reports in %s: %w", ns, err)
 	}
 	var byShard [Shards][]*corev1.ConfigMap
+	var archives [Shards]*corev1.ConfigMap
 	for i := range list.Items {
 		cm := &list.Items[i]
 		k, ok := shardLabel(cm)
 		if !ok {
-			m.log.Error(nil, "Skipping a usage report without a valid shard label", "configMap", cm.Name, "label", LabelShard)
+			m.log.Error(nil, "Skipping a usage ConfigMap without a valid shard label", "configMap", cm.Name, "label", LabelShard)
 			continue
 		}
-		byShard[k] = append(byShard[k], cm)
+		switch {
+		case cm.Labels[LabelRole] == RoleReplica:
+			byShard[k] = append(byShard[k], cm)
+		case cm.Labels[LabelRole] == RoleArchive && cm.Name == ArchiveName(k):
+			archives[k] = cm
+		}
 	}
 	known := map[types.UID]bool{}
 	for _, st := range m.store.Snapshot().Statuses() {
@@ -149,7 +156,7 @@ func (m *Merger) Merge(ctx context.Context) error {
 	gone := map[string]bool{}
 	live := 0
 	for k := range Shards {
-		n, err := m.mergeShard(ctx, k, byShard[k], known, gone, total)
+		n, err := m.mergeShard(ctx, k, archives[k], byShard[k], known, gone, total)
 		if err != nil {
 			return err
 		}
@@ -165,19 +172,15 @@ func (m *Merger) Merge(ctx context.Context) error {
 	return nil
 }
 
-// mergeShard adds to total the archive of shard k and the live reports of
-// that shard, first folding those whose pod is gone into the archive. It
-// returns how many live reports it merged; gone caches pod checks.
-func (m *Merger) mergeShard(ctx context.Context, k int, reports []*corev1.ConfigMap, known map[types.UID]bool, gone map[string]bool, total *Report) (int, error) {
-	ns, name := m.opts.Namespace, ArchiveName(k)
-	archiveCM := &corev1.ConfigMap{}
+// mergeShard adds to total the archive of shard k (archiveCM, nil when
+// there is none yet) and the live reports of that shard, first folding
+// those whose pod is gone into the archive. It returns how many live
+// reports it merged; gone caches pod checks.
+func (m *Merger) mergeShard(ctx context.Context, k int, archiveCM *corev1.ConfigMap, reports []*corev1.ConfigMap,
+	known map[types.UID]bool, gone map[string]bool, total *Report) (int, error) {
 	archive := newReport()
-	switch err := m.reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, archiveCM); {
-	case apierrors.IsNotFound(err):
-		archiveCM = nil
-	case err != nil:
-		return 0, fmt.Errorf("get usage archive %s/%s: %w", ns, name, err)
-	default:
+	if archiveCM != nil {
+		var err error
 		if archive, err = decode(archiveCM); err != nil {
 			// Replacing it would lose every folded count: an operator
 			// decides (deleting it starts the archive over).
