@@ -103,9 +103,8 @@ func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.Usa
 		out.Decisions = toInt64(m.Decisions)
 		out.LastUsed = later(unixTime(m.Last), g.prev.LastUsed)
 		out.TrackedSince = earlier(unixTime(m.Since), g.prev.TrackedSince)
-		tracked := out.TrackedSince != nil && !out.TrackedSince.After(cutoff)
-		recent := out.LastUsed != nil && out.LastUsed.After(cutoff)
-		out.Unused = tracked && !recent
+		verdict := usage.Judge(out.LastUsed, out.TrackedSince, cutoff)
+		out.Unused = verdict == usage.VerdictUnused
 		if out.Unused {
 			if !g.guard {
 				sum.Unused++
@@ -114,7 +113,7 @@ func (u *UsageTracking) judge(grants []grant, p *usage.Policy, sum *v1alpha1.Usa
 			// It turns unused once tracked for the window and its last
 			// use has left it, whichever is later; untracked, never.
 			at := out.TrackedSince.Add(u.Window)
-			if recent && out.LastUsed.Add(u.Window).After(at) {
+			if verdict == usage.VerdictUsed && out.LastUsed.Add(u.Window).After(at) {
 				at = out.LastUsed.Add(u.Window)
 			}
 			soonest(at)

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sallyport/sallyport/api/v1alpha1"
+	"github.com/sallyport/sallyport/internal/usage"
 )
 
 // SourceCluster is Report.Source for a report built from the usage the
@@ -19,13 +20,13 @@ const (
 	// GrantUsed: used in the window (or later: the status keeps only the
 	// latest use, so a use after --until hides whether the window saw one,
 	// and the grant is given the benefit of the doubt).
-	GrantUsed = "Used"
+	GrantUsed = usage.VerdictUsed
 	// GrantUnused: tracked for the whole window and not used in it.
-	GrantUnused = "Unused"
+	GrantUnused = usage.VerdictUnused
 	// GrantNotTracked: not used in the window, but tracked for only part
 	// of it (or not at all yet), so its disuse says nothing: a grant that
 	// was just added must not be suggested for removal.
-	GrantNotTracked = "NotTracked"
+	GrantNotTracked = usage.VerdictNotTracked
 )
 
 // GrantStatus is one grant (a reach entry or a rule) as the policy's status
@@ -177,12 +178,7 @@ func grantStatus(name string, effect v1alpha1.Effect, g *v1alpha1.GrantUsage, si
 		return s
 	}
 	s.Decisions, s.LastUsed, s.TrackedSince = g.Decisions, stampOf(g.LastUsed), stampOf(g.TrackedSince)
-	switch {
-	case g.LastUsed != nil && !g.LastUsed.Time.Before(since):
-		s.Verdict = GrantUsed
-	case g.TrackedSince != nil && !g.TrackedSince.Time.After(since):
-		s.Verdict = GrantUnused
-	}
+	s.Verdict = usage.Judge(g.LastUsed, g.TrackedSince, since)
 	return s
 }
 
