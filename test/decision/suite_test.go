@@ -5,8 +5,6 @@
 package decision_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -36,37 +34,17 @@ func TestMain(m *testing.M) {
 			return nil, err
 		}
 		clientset = cs
-		httpAddr, err := testenv.FreeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		grpcAddr, err = testenv.FreeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		dir, err := os.MkdirTemp("", "sallyport-decision-")
-		if err != nil {
-			return nil, err
-		}
-		logPath = filepath.Join(dir, "decisions.log")
-		decideURL = "http://" + httpAddr
-		o, stop, err := e.StartOperator(manager.Options{
-			DecisionBindAddress: httpAddr,
-			GRPCBindAddress:     grpcAddr,
-			DecisionInsecure:    true,
-			DecisionLog:         logPath,
+		d, stop, err := e.StartDecider(manager.Options{
 			// Short, so the revocation test need not wait long for our
 			// cache; the API server's own cache still takes 10 s.
 			TokenReviewCacheTTL: 2e9,
 			// Usage merged into status quickly, for the DryRun counts.
 			Usage: manager.UsageOptions{Namespace: "default", Replica: "decision-suite", Interval: 200 * time.Millisecond, Window: 720 * time.Hour},
-		})
-		op = o
-		return func() {
-			if stop != nil {
-				stop()
-			}
-			_ = os.RemoveAll(dir)
-		}, err
+		}, true)
+		if err != nil {
+			return nil, err
+		}
+		op, decideURL, grpcAddr, logPath = d.Op, d.URL, d.GRPCAddr, d.LogPath
+		return stop, nil
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -77,30 +76,14 @@ func TestMain(m *testing.M) {
 		opEnv.Config = rest.CopyConfig(e.Config)
 		opEnv.Config.Host = "https://" + link.Addr()
 
-		addr, err := testenv.FreeLoopbackAddr()
+		d, stop, err := opEnv.StartDecider(manager.Options{TokenReviewCacheTTL: reviewTTL}, false)
 		if err != nil {
 			return nil, err
 		}
-		decideURL = "http://" + addr
-		dir, err := os.MkdirTemp("", "sallyport-faults-")
-		if err != nil {
-			return nil, err
-		}
-		logPath = filepath.Join(dir, "decisions.log")
-		o, stop, err := opEnv.StartOperator(manager.Options{
-			DecisionBindAddress: addr,
-			GRPCBindAddress:     "0",
-			DecisionInsecure:    true,
-			DecisionLog:         logPath,
-			TokenReviewCacheTTL: reviewTTL,
-		})
-		op = o
+		op, decideURL, logPath = d.Op, d.URL, d.LogPath
 		return func() {
-			if stop != nil {
-				stop()
-			}
+			stop()
 			link.Close()
-			_ = os.RemoveAll(dir)
-		}, err
+		}, nil
 	})
 }

@@ -7,8 +7,6 @@
 package policytest_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
@@ -34,31 +32,11 @@ func TestMain(m *testing.M) {
 			return nil, err
 		}
 		clientset = cs
-		httpAddr, err := testenv.FreeLoopbackAddr()
+		d, stop, err := e.StartDecider(manager.Options{}, true)
 		if err != nil {
 			return nil, err
 		}
-		grpcAddr, err := testenv.FreeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		dir, err := os.MkdirTemp("", "sallyport-policytest-")
-		if err != nil {
-			return nil, err
-		}
-		decideURL = "http://" + httpAddr
-		o, stop, err := e.StartOperator(manager.Options{
-			DecisionBindAddress: httpAddr,
-			GRPCBindAddress:     grpcAddr,
-			DecisionInsecure:    true,
-			DecisionLog:         filepath.Join(dir, "decisions.log"),
-		})
-		op = o
-		return func() {
-			if stop != nil {
-				stop()
-			}
-			_ = os.RemoveAll(dir)
-		}, err
+		op, decideURL = d.Op, d.URL
+		return stop, nil
 	})
 }

@@ -9,8 +9,6 @@ package tokens_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -99,35 +97,21 @@ func TestMain(m *testing.M) {
 			return nil, err
 		}
 		requester = &flakyRequester{next: token.ClientsetRequester{Clientset: opCS}, fail: map[string]int{}, shorten: map[string]int64{}, calls: map[string]int{}}
-		addr, err := testenv.FreeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		decideURL = "http://" + addr
-		dir, err := os.MkdirTemp("", "sallyport-tokens-")
-		if err != nil {
-			return nil, err
-		}
 		opEnv := *e
 		opEnv.Config = opCfg
-		_, stop, err := opEnv.StartOperator(manager.Options{
-			DecisionBindAddress: addr,
-			GRPCBindAddress:     "0",
-			DecisionInsecure:    true,
-			DecisionLog:         filepath.Join(dir, "decisions.log"),
+		d, stop, err := opEnv.StartDecider(manager.Options{
 			TokenReviewCacheTTL: time.Second,
 			Tokens: controllers.TokenOptions{
 				Schedule:  token.Config{Overlap: testOverlap, BackoffBase: 500 * time.Millisecond, BackoffMax: 2 * time.Second},
 				Resync:    testResync,
 				Requester: requester,
 			},
-		})
-		return func() {
-			if stop != nil {
-				stop()
-			}
-			_ = os.RemoveAll(dir)
-		}, err
+		}, false)
+		if err != nil {
+			return nil, err
+		}
+		decideURL = d.URL
+		return stop, nil
 	})
 }
 
