@@ -165,10 +165,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	defer func() { _ = env.Stop() }()
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		return nil, err
-	}
+	cs := env.Clientset
 	addr, err := testenv.FreeLoopbackAddr()
 	if err != nil {
 		return nil, err

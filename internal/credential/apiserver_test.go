@@ -43,11 +43,7 @@ var (
 func TestMain(m *testing.M) {
 	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
 		env = e
-		cs, err := kubernetes.NewForConfig(e.Config)
-		if err != nil {
-			return nil, err
-		}
-		clientset = cs
+		clientset = e.Clientset
 		return nil, nil
 	})
 }

@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -31,6 +32,9 @@ type Env struct {
 	*envtest.Environment
 	Config *rest.Config
 	Client client.Client
+	// Clientset is a typed client for what controller-runtime's lacks
+	// (TokenRequest, SubjectAccessReviews, Leases by name).
+	Clientset *kubernetes.Clientset
 	// OperatorLog, when set, receives the log of operators StartOperator
 	// starts (tests scan it for leaked credentials); default standard
 	// error.
@@ -60,7 +64,12 @@ func Start(o controlplane.Options) (*Env, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("create client: %w", err)
 	}
-	return &Env{Environment: env, Config: cfg, Client: c}, nil
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("create clientset: %w", err)
+	}
+	return &Env{Environment: env, Config: cfg, Client: c, Clientset: cs}, nil
 }
 
 // Main runs a package's tests on one control plane and stops it afterwards.

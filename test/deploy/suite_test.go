@@ -30,9 +30,7 @@ func TestMain(m *testing.M) {
 		if root, err = controlplane.RepoRoot(); err != nil {
 			return nil, err
 		}
-		if clientset, err = kubernetes.NewForConfig(e.Config); err != nil {
-			return nil, err
-		}
+		clientset = e.Clientset
 		if dyn, err = dynamic.NewForConfig(e.Config); err != nil {
 			return nil, err
 		}

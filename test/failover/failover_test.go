@@ -35,10 +35,8 @@ var (
 
 func TestMain(m *testing.M) {
 	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
-		env = e
-		cs, err := kubernetes.NewForConfig(e.Config)
-		clientset = cs
-		return nil, err
+		env, clientset = e, e.Clientset
+		return nil, nil
 	})
 }
 

@@ -59,11 +59,7 @@ func (m *mintedTokens) all() []string {
 func TestMain(m *testing.M) {
 	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
 		env = e
-		cs, err := kubernetes.NewForConfig(e.Config)
-		if err != nil {
-			return nil, err
-		}
-		clientset = cs
+		clientset = e.Clientset
 		server, err := url.Parse(e.Config.Host)
 		if err != nil {
 			return nil, err

@@ -57,11 +57,7 @@ func TestMain(m *testing.M) {
 	testenv.Main(m, controlplane.Options{}, func(e *testenv.Env) (func(), error) {
 		env = e
 		ctx := context.Background()
-		cs, err := kubernetes.NewForConfig(e.Config)
-		if err != nil {
-			return nil, err
-		}
-		clientset = cs
+		clientset = e.Clientset
 		root, err := controlplane.RepoRoot()
 		if err != nil {
 			return nil, err
