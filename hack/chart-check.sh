@@ -40,7 +40,7 @@ if grep -q -e '--cert-management=self' -e 'sallyport-certs' "$tmp/certmanager.ya
 fi
 
 echo "chart-check: the values schema refuses bad values"
-for bad in webhooks.policyFailurePolicy=Sometimes replicaCount=0 ports.decision=70000 unknownKey=1 certManager.issuerRef.kind=Vault certManager.duration=90days; do
+for bad in webhooks.policyFailurePolicy=Sometimes replicaCount=0 ports.decision=70000 unknownKey=1 certManager.issuerRef.kind=Vault certManager.duration=90days usage.interval=often usage.window=30d; do
 	if helm template sallyport "$chart" --set "$bad" >/dev/null 2>&1; then
 		echo "chart-check: --set $bad rendered; values.schema.json should refuse it" >&2
 		exit 1

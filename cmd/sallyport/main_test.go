@@ -37,6 +37,9 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"manager", "--cert-management=vault"}, "--cert-management must be"},
 		{[]string{"manager", "--token-review-cache-ttl=0s"}, "--token-review-cache-ttl must be positive"},
 		{[]string{"manager", "--shutdown-delay=-1s"}, "--shutdown-delay must not be negative"},
+		{[]string{"manager", "--usage-interval=0s"}, "--usage-interval and --usage-window must be positive"},
+		{[]string{"manager", "--usage-window=-1h"}, "--usage-interval and --usage-window must be positive"},
+		{[]string{"manager", "--usage-namespace=sallyport-system", "--usage-replica= "}, "--usage-replica must not be empty"},
 		{[]string{"manager", "stray"}, `unexpected arguments ["stray"]`},
 		{[]string{"manager", "--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 	} {

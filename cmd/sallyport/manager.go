@@ -110,6 +110,10 @@ func runManager(args []string) int {
 		fmt.Fprintln(os.Stderr, "sallyport manager: --usage-interval and --usage-window must be positive")
 		return 2
 	}
+	if o.Usage.Namespace != "" && strings.TrimSpace(o.Usage.Replica) == "" {
+		fmt.Fprintln(os.Stderr, "sallyport manager: --usage-replica must not be empty while --usage-namespace is set")
+		return 2
+	}
 	if name, uid := os.Getenv("POD_NAME"), os.Getenv("POD_UID"); name != "" && uid != "" {
 		o.Usage.Pod = &usagereport.Pod{Name: name, UID: types.UID(uid)}
 	}

@@ -304,3 +304,32 @@ func TestMergeNotifiesRemovals(t *testing.T) {
 		t.Errorf("notified %q, want %q (appeared, then gone)", got, want)
 	}
 }
+
+// A report without a shard label, and one that does not decode, are skipped
+// (and logged): the merge goes on with the others and deletes neither.
+func TestMergeSkipsBadReports(t *testing.T) {
+	ns := env.Namespace(t, nil)
+	putReport(t, ns, report("laptop", nil, map[types.UID]*usage.Policy{
+		"uid-api": resGrants("api", map[string]usage.Grant{"read": {Decisions: 2}}),
+	}))
+	noShard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sallyport-usage-stray",
+		Labels: map[string]string{usage.LabelRole: usage.RoleReplica}}}
+	garbled := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sallyport-usage-garbled-0",
+			Labels: map[string]string{usage.LabelRole: usage.RoleReplica, usage.LabelShard: "0"}},
+		BinaryData: map[string][]byte{"usage.json.gz": []byte("not gzip")},
+	}
+	for _, cm := range []*corev1.ConfigMap{noShard, garbled} {
+		if err := env.Client.Create(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	samePolicies(t, "view", merge(t, newMerger(ns, knownStore(t))).Policies, map[types.UID]*usage.Policy{
+		"uid-api": resGrants("api", map[string]usage.Grant{"read": {Decisions: 2}}),
+	})
+	for _, cm := range []*corev1.ConfigMap{noShard, garbled} {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(cm), &corev1.ConfigMap{}); err != nil {
+			t.Errorf("%s: %v (a bad report must be left for a person to look at)", cm.Name, err)
+		}
+	}
+}
