@@ -184,8 +184,9 @@ func (r *Reporter) Write(ctx context.Context) error {
 		if r.current[k] == nil && len(part.Policies) == 0 {
 			continue
 		}
-		// An idle replica writes nothing.
-		if r.current[k] != nil && r.written[k] != nil && samePolicies(r.written[k], part.Policies) {
+		// An idle replica writes nothing. (written is reset with current
+		// whenever the shard is read again.)
+		if r.written[k] != nil && samePolicies(r.written[k], part.Policies) {
 			continue
 		}
 		if err := r.writeShard(ctx, k, part); err != nil {
