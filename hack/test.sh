@@ -16,8 +16,16 @@ echo "test.sh: KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 go vet ./...
 
 pkgs=("$@")
+whole=0
 if ((${#pkgs[@]} == 0)); then
 	pkgs=(./...)
+	whole=1
 fi
 # shellcheck disable=SC2086 # TEST_FLAGS is a list of flags.
 go test ${TEST_FLAGS:--race} -timeout "${TEST_TIMEOUT:-30m}" "${pkgs[@]}"
+
+# The trace tool of the load runs is a module of its own, outside ./...
+if ((whole)); then
+	# shellcheck disable=SC2086 # TEST_FLAGS is a list of flags.
+	(cd hack/bench/stalls && go vet ./... && go test ${TEST_FLAGS:--race} ./...)
+fi

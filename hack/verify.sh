@@ -35,9 +35,10 @@ if ((${#gofiles[@]} > 0)); then
 	fi
 fi
 
-# The main module and the tool modules under hack/ (tools, lint, envtest/*).
+# The main module and the tool modules under hack/ (tools, lint, helm,
+# kustomize, bench/stalls, envtest/*).
 modules=(.)
-for mod in hack/tools hack/lint hack/helm hack/kustomize hack/envtest/*/; do
+for mod in hack/tools hack/lint hack/helm hack/kustomize hack/bench/stalls hack/envtest/*/; do
 	mod="${mod%/}"
 	if [[ -f "${mod}/go.mod" ]]; then
 		modules+=("${mod}")

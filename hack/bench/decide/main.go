@@ -48,6 +48,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/sallyport/sallyport/hack/bench/internal/floorapi"
+	"github.com/sallyport/sallyport/hack/bench/internal/liveheap"
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
@@ -74,6 +76,7 @@ type flags struct {
 	opaDir         string
 	allocProfile   string
 	traceFile      string
+	handler        string
 }
 
 func parseFlags() *flags {
@@ -90,6 +93,7 @@ func parseFlags() *flags {
 	flag.StringVar(&f.grpcAddr, "grpc-addr", "", "also serve Envoy ext_authz (gRPC, plain HTTP/2) on this loopback `host:port`; empty: no gRPC")
 	flag.StringVar(&f.grpcAddrFile, "grpc-addr-file", "", "write the gRPC address actually listened on to this `file` once serving")
 	flag.StringVar(&f.opaDir, "opa-dir", "", "write OPA's data, key and input for the same policies and request into this `directory` (see hack/bench/opa)")
+	flag.StringVar(&f.handler, "handler", "decide", "what POST /v1/decide runs: \"decide\", sallyport's decision API, or \"floor\", the floor's handler (hack/bench/internal/floorapi) in this process, which holds everything sallyport's does: a control for how much of the latency comes from the process's live heap rather than from deciding")
 	flag.Parse()
 	// The collector as the operator sets it (GOGC=400 unless GOGC is set),
 	// for the floor as for sallyport: any Go decision service can.
@@ -101,6 +105,9 @@ func run() error {
 	f := parseFlags()
 	if f.policies < 1 {
 		return errors.New("-policies must be at least 1")
+	}
+	if f.handler != "decide" && f.handler != "floor" {
+		return fmt.Errorf("-handler must be \"decide\" or \"floor\", not %q", f.handler)
 	}
 	mode, err := decisionlog.ParseMode(f.logMode)
 	if err != nil {
@@ -152,7 +159,11 @@ func run() error {
 	}
 	// The same server settings as DecisionServer.Start (without TLS: the
 	// floor has none either).
-	srv := newServer(ds.Handler())
+	handler := ds.Handler()
+	if f.handler == "floor" {
+		handler = floorapi.Handler()
+	}
+	srv := newServer(handler)
 
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
@@ -201,8 +212,9 @@ func run() error {
 		_ = srv.Close()
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "decide: serving POST http://%s/v1/decide with %d ConnectionPolicies and %d ResourcePolicies; decision log %s (%s mode)\n",
-		ln.Addr(), f.policies, f.policies, describeLog(f.decisionLog), mode)
+	fmt.Fprintf(os.Stderr, "decide: serving POST http://%s/v1/decide (%s handler) with %d ConnectionPolicies and %d ResourcePolicies; decision log %s (%s mode)\n",
+		ln.Addr(), f.handler, f.policies, f.policies, describeLog(f.decisionLog), mode)
+	fmt.Fprintf(os.Stderr, "decide: live heap %d bytes\n", liveheap.Measure())
 
 	select {
 	case err := <-errc:

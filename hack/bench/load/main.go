@@ -51,6 +51,8 @@ type config struct {
 	warmup      time.Duration
 	connections int
 	expect      []byte
+	slowFile    string
+	slowOver    time.Duration
 }
 
 func run() error {
@@ -61,6 +63,8 @@ func run() error {
 	warmup := flag.Duration("warmup", 5*time.Second, "how long to send at the rate before measuring")
 	connections := flag.Int("connections", 16, "keep-alive connections")
 	expect := flag.String("expect", "", "count an answer whose body does not contain this `string` as an error")
+	slowFile := flag.String("slow-file", "", "write every measured request slower than -slow-over from its due time to this `file`: its due time (Unix ns), its wait for a connection and its service time (µs), to line up with a server's execution trace (hack/bench/stalls)")
+	slowOver := flag.Duration("slow-over", 2*time.Millisecond, "what -slow-file counts as slow, from the due time")
 	check := flag.Bool("check", false, "send one request, print the answer, and fail unless it is 200 (and has -expect)")
 	flag.Parse()
 
@@ -80,12 +84,12 @@ func run() error {
 	}
 	body = bytes.TrimRight(body, "\n")
 	cfg := &config{target: u, body: body, rate: *rate, duration: *duration, warmup: *warmup,
-		connections: *connections, expect: []byte(*expect)}
+		connections: *connections, expect: []byte(*expect), slowFile: *slowFile, slowOver: *slowOver}
 	if *check {
 		return checkOnce(cfg)
 	}
-	if cfg.rate <= 0 || cfg.connections <= 0 || cfg.duration <= 0 || cfg.warmup < 0 {
-		return errors.New("-rate, -connections and -duration must be positive, -warmup not negative")
+	if cfg.rate <= 0 || cfg.connections <= 0 || cfg.duration <= 0 || cfg.warmup < 0 || cfg.slowOver <= 0 {
+		return errors.New("-rate, -connections, -duration and -slow-over must be positive, -warmup not negative")
 	}
 	return measure(cfg)
 }
@@ -219,8 +223,15 @@ func checkOnce(cfg *config) error {
 // worker results.
 type result struct {
 	latency, service []time.Duration // measured requests only
+	slow             []slowRequest   // with -slow-file
 	errors           int
 	firstErr         error
+}
+
+// slowRequest is a measured request slower than -slow-over.
+type slowRequest struct {
+	due            time.Time
+	queue, service time.Duration
 }
 
 func measure(cfg *config) error {
@@ -278,6 +289,9 @@ func measure(cfg *config) error {
 				}
 				res.latency = append(res.latency, done.Sub(due))
 				res.service = append(res.service, done.Sub(sent))
+				if cfg.slowFile != "" && done.Sub(due) > cfg.slowOver {
+					res.slow = append(res.slow, slowRequest{due: due, queue: sent.Sub(due), service: done.Sub(sent)})
+				}
 			}
 			if c.c != nil {
 				_ = c.c.Close()
@@ -288,11 +302,13 @@ func measure(cfg *config) error {
 	elapsed := time.Since(measureFrom)
 
 	var latency, service []time.Duration
+	var slow []slowRequest
 	errCount := 0
 	var firstErr error
 	for i := range results {
 		latency = append(latency, results[i].latency...)
 		service = append(service, results[i].service...)
+		slow = append(slow, results[i].slow...)
 		errCount += results[i].errors
 		if firstErr == nil {
 			firstErr = results[i].firstErr
@@ -325,8 +341,30 @@ func measure(cfg *config) error {
 		pct(latency, 50).Microseconds(), pct(latency, 90).Microseconds(), pct(latency, 99).Microseconds(),
 		pct(latency, 99.9).Microseconds(), latency[n-1].Microseconds(),
 		pct(service, 50).Microseconds(), pct(service, 99).Microseconds(), pct(service, 99.9).Microseconds())
+	if cfg.slowFile != "" {
+		if err := writeSlow(cfg.slowFile, cfg.slowOver, slow); err != nil {
+			return err
+		}
+	}
 	if errCount > 0 {
 		return fmt.Errorf("%d requests failed, the first with: %w", errCount, firstErr)
+	}
+	return nil
+}
+
+// writeSlow writes the slow requests in due-time order, one per line: the
+// due time in Unix nanoseconds (wall clock, which an execution trace's clock
+// snapshots map to), then the wait for a free connection and the service
+// time in microseconds.
+func writeSlow(path string, over time.Duration, slow []slowRequest) error {
+	slices.SortFunc(slow, func(a, b slowRequest) int { return a.due.Compare(b.due) })
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# requests slower than %s from their due time: due_unix_ns queue_us service_us\n", over)
+	for _, r := range slow {
+		fmt.Fprintf(&b, "%d %d %d\n", r.due.UnixNano(), r.queue.Microseconds(), r.service.Microseconds())
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("-slow-file: %w", err)
 	}
 	return nil
 }
