@@ -16,7 +16,11 @@
 #   2. Latency at half load: hack/bench/load sends to /v1/decide at a fixed
 #      rate, half of the req/s measured in 1, open-loop (latency counted from
 #      when each request was due), and reports p50 to p99.9; then the same
-#      against the floor at the same rate, as a control for the machine.
+#      against the floor at the same rate, as a control for the machine, and
+#      against the floor's handler served from a process like sallyport's
+#      (hack/bench/decide -handler floor: the same imports and compiled
+#      store, so the same live heap), as a control for what the collector
+#      costs a process of that size. Each server's live heap is printed.
 #   3. Profiles (PROFILE=1): CPU profiles of both servers under wrk.
 #   4. Engine (ENGINE_BENCH=1): go test -bench 'Decide' ./internal/decision/.
 #   5. Scale (SCALE=1): 10, 100, 1,000 and 10,000 policies: decision
@@ -492,19 +496,33 @@ steady() {
 	fi
 	account_start "$pid"
 	"$tmp/load" -url "$url" -body-file "$tmp/body.json" "${expect[@]}" -rate "$rate" \
-		-duration "$LOAD_DURATION" -warmup "$LOAD_WARMUP" -connections "$CONNECTIONS" >"$tmp/load-$name.txt" ||
+		-duration "$LOAD_DURATION" -warmup "$LOAD_WARMUP" -connections "$CONNECTIONS" \
+		-slow-file "$tmp/slow-$name.txt" >"$tmp/load-$name.txt" ||
 		die "load against $name failed: $(cat "$tmp/load-$name.txt")"
 	account_end "$pid"
 	keep "$tmp/load-$name.txt"
+	keep "$tmp/slow-$name.txt"
 	grep -v '^RESULT' "$tmp/load-$name.txt"
 	result="$(grep '^RESULT' "$tmp/load-$name.txt") $usage"
 }
 
-say "phase 2: $rate req/s (half of sallyport's $decide_rps) for $LOAD_DURATION after a $LOAD_WARMUP warm-up, $CONNECTIONS connections, open-loop; sallyport, then the floor at the same rate as a control"
+say "phase 2: $rate req/s (half of sallyport's $decide_rps) for $LOAD_DURATION after a $LOAD_WARMUP warm-up, $CONNECTIONS connections, open-loop; sallyport, then at the same rate the floor, and the floor's handler in a process like sallyport's, as controls"
 steady sallyport-half "$decide_url" "$decide_pid" '"allowed":true'
 decide_half=$result
 steady floor-half "$floor_url" "$floor_pid"
 floor_half=$result
+# The floor's handler in a process holding what sallyport's holds (its
+# imports and a compiled store of the same size): the same live heap for the
+# collector to mark on every cycle, without deciding anything.
+start floorproc "$tmp/decide" -handler floor -policies "$POLICIES" -decision-log discard \
+	-body-file "$tmp/floorproc-body.json"
+floorproc_pid=${pids[-1]}
+steady floorproc-half "http://$addr/v1/decide" "$floorproc_pid"
+floorproc_half=$result
+stop "$floorproc_pid"
+live_heap() { # live_heap LOG: the live heap a bench server printed, in MB
+	awk '/live heap [0-9]+ bytes/ { for (i = 1; i < NF; i++) if ($i == "heap") printf "%.2f", $(i + 1) / 1048576 }' "$1"
+}
 
 halfrow() { # halfrow LABEL RESULT
 	local r=$2
@@ -520,6 +538,8 @@ halfrow() { # halfrow LABEL RESULT
 	printf '%-24s %9s %9s %9s %14s %6s %7s\n' "" "p50 ms" "p99 ms" "p99.9 ms" "service p99 ms" "CPUs" "others"
 	halfrow "sallyport /v1/decide" "$decide_half"
 	halfrow "floor (control)" "$floor_half"
+	halfrow "floor, sallyport's heap" "$floorproc_half"
+	echo "live heap after start: sallyport $(live_heap "$tmp/decide.log") MB, floor $(live_heap "$tmp/floor.log") MB, floor's handler in sallyport's process $(live_heap "$tmp/floorproc.log") MB"
 	awk -v p99="$(field "$decide_half" p99_us)" 'BEGIN { printf "sallyport p99 %.3f ms (target < 2 ms)\n", p99/1000 }'
 } | tee "$tmp/half.txt"
 keep "$tmp/half.txt"
