@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -26,17 +27,18 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "loopback `host:port` to serve on (port 0 picks a free one)")
 	addrFile := flag.String("addr-file", "", "write the address actually listened on to this `file` once serving")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this `file` (stopped on SIGINT/SIGTERM)")
+	traceFile := flag.String("trace", "", "write an execution trace (runtime/trace) of the whole run to this `file`, for hack/bench/stalls")
 	flag.Parse()
 	// The collector as the operator sets it (GOGC=400 unless GOGC is set),
 	// for the floor as for sallyport: any Go decision service can.
 	gctune.Apply()
-	if err := run(*addr, *addrFile, *cpuProfile); err != nil {
+	if err := run(*addr, *addrFile, *cpuProfile, *traceFile); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, addrFile, cpuProfile string) error {
+func run(addr, addrFile, cpuProfile, traceFile string) error {
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -47,6 +49,17 @@ func run(addr, addrFile, cpuProfile string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = f.Close() }()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
