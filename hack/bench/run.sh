@@ -49,6 +49,13 @@
 #                      otherwise competes with the server it measures, and
 #                      the latency tail is the generator's as much as the
 #                      server's. Throughputs are then one core's.
+#   PIN_CPUS=0         with PIN=1, the CPUs (taskset -c list) the servers
+#                      run on, with GOMAXPROCS set to their number: on a
+#                      machine of 4 or more CPUs, PIN_CPUS=0-1 gives each
+#                      server two processors that the generators do not
+#                      use, which a 2-CPU machine cannot (see
+#                      docs/benchmarks.md, "Where the due-time tail comes
+#                      from")
 #   RESULTS_DIR=       if set, raw outputs and the CPU profiles are kept there
 #
 # The saturation and half-load tables are printed again at the end.
@@ -74,6 +81,7 @@ OPA=${OPA:-1}
 GRPC=${GRPC:-1}
 SCALE=${SCALE:-0}
 PIN=${PIN:-0}
+PIN_CPUS=${PIN_CPUS:-0}
 OPA_VERSION=v1.22.4 # pinned: docs/benchmarks.md records results against it
 SALLYPORT_CACHE_DIR=${SALLYPORT_CACHE_DIR:-$HOME/.cache/sallyport}
 RESULTS_DIR=${RESULTS_DIR:-}
@@ -84,11 +92,13 @@ die() {
 }
 say() { printf '\n== %s\n' "$*"; }
 
-# pin: the command prefix that puts a server on CPU 0 alone (PIN=1).
+# pin: the command prefix that puts a server on PIN_CPUS alone (PIN=1).
 pin=()
 if [[ $PIN == 1 ]]; then
 	command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
-	pin=(env GOMAXPROCS=1 taskset -c 0)
+	pin_procs=$(taskset -c "$PIN_CPUS" nproc) || die "PIN_CPUS=$PIN_CPUS is not a CPU list taskset accepts on this machine"
+	pin=(env GOMAXPROCS="$pin_procs" taskset -c "$PIN_CPUS")
+	echo "run.sh: servers on CPUs $PIN_CPUS with GOMAXPROCS=$pin_procs"
 fi
 
 case $DECISION_LOG in
