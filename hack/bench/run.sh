@@ -637,21 +637,24 @@ if [[ $SCALE == 1 ]]; then
 		$1 ~ /^BenchmarkDecideScale\//         { n = size($1); dec[n] += $3; ndec[n]++ }
 		$1 ~ /^BenchmarkBuild\/policies/        { n = size($1); bld[n] += $3; nbld[n]++ }
 		$1 ~ /^BenchmarkBuildFromScratch\//    { n = size($1); pair[n] += unit("ns/pair"); npair[n]++ }
-		$1 ~ /^BenchmarkBuildMemory\//         { n = size($1); mem[n] += unit("heap-B/policy"); conn[n] += unit("heap-B/connection"); nmem[n]++ }
+		$1 ~ /^BenchmarkBuildMemory\/conditions=distinct\//  { n = size($1); mem[n] += unit("heap-B/policy"); conn[n] += unit("heap-B/connection"); nmem[n]++ }
+		$1 ~ /^BenchmarkBuildMemory\/conditions=templated\// { n = size($1); tmem[n] += unit("heap-B/policy"); tconn[n] += unit("heap-B/connection"); ntmem[n]++ }
 		END {
-			printf "\n%-10s %14s %10s %16s %18s %18s %18s\n", "policies", "decision ns", "x of 10", "snapshot build", "compile per pair", "heap per policy", "per connection"
+			printf "\n%-10s %14s %10s %16s %18s %18s %18s %20s\n", "policies", "decision ns", "x of 10", "snapshot build", "compile per pair", "heap per policy", "per connection", "templated: both"
 			split("10 100 1000 10000", sizes, " ")
 			for (i = 1; i <= 4; i++) {
 				n = sizes[i]
 				d = ndec[n] ? dec[n] / ndec[n] : 0
-				printf "%-10d %14.0f %10.2f %13.2f ms %15.3f ms %15.1f KB %15.1f KB\n", n, d,
+				printf "%-10d %14.0f %10.2f %13.2f ms %15.3f ms %15.1f KB %15.1f KB %9.1f / %5.1f KB\n", n, d,
 					(ndec[10] && d ? d / (dec[10] / ndec[10]) : 0),
 					(nbld[n] ? bld[n] / nbld[n] / 1e6 : 0), (npair[n] ? pair[n] / npair[n] / 1e6 : 0),
-					(nmem[n] ? mem[n] / nmem[n] / 1024 : 0), (nmem[n] ? conn[n] / nmem[n] / 1024 : 0)
+					(nmem[n] ? mem[n] / nmem[n] / 1024 : 0), (nmem[n] ? conn[n] / nmem[n] / 1024 : 0),
+					(ntmem[n] ? tmem[n] / ntmem[n] / 1024 : 0), (ntmem[n] ? tconn[n] / ntmem[n] / 1024 : 0)
 			}
 			print "(decision: BenchmarkDecideScale, every pair with its CEL conditions; target 10,000 <= 1.2x of 10."
 			print " snapshot build: BenchmarkBuild, one policy recompiled and all indexed; compile: BenchmarkBuildFromScratch;"
-			print " heap: BenchmarkBuildMemory, live heap per ResourcePolicy of ten rules and per ConnectionPolicy)"
+			print " heap: BenchmarkBuildMemory, live heap per ResourcePolicy of ten rules and per ConnectionPolicy, every"
+			print " condition distinct; templated: every policy with the same conditions, which compile once)"
 		}' "$tmp/scale.txt" | tee "$tmp/scale-summary.txt"
 	keep "$tmp/scale-summary.txt"
 fi

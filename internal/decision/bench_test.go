@@ -42,8 +42,15 @@ func benchFixture(b *testing.B, n int, cond conditionsIn) (*Engine, *Request) {
 		}
 		var connWhen v1alpha1.Expression
 		if cond == everyPair || (cond == firstPair && i == 0) {
-			connWhen = `connection.age < duration("1h")`
+			// Each pair's conditions differ (in a literal), so that n pairs
+			// hold n compiled programs of each, not one shared by all
+			// (identical conditions compile once); pair 0's allow the
+			// benchmark request.
+			connWhen = v1alpha1.Expression(fmt.Sprintf(`connection.age < duration("%ds")`, 3600+i))
 			rules[2].When = `request.attributes["sourceIP"].startsWith("10.")`
+			if i > 0 {
+				rules[2].When = v1alpha1.Expression(fmt.Sprintf(`request.attributes["sourceIP"].startsWith("10.%d.")`, i))
+			}
 		}
 		conns = append(conns, connPolicy(ns, "client", "worker", map[string]string{"tier": "gold"}, reach, func(s *v1alpha1.ConnectionPolicySpec) { s.When = connWhen }))
 		res = append(res, resPolicy(ns, "api", "ledger", v1alpha1.ClassificationInternal, nil, rules...))

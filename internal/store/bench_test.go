@@ -21,10 +21,33 @@ var scaleSizes = []int{10, 100, 1_000, 10_000}
 // that Build's age order does not depend on the clock.
 var benchCreated = metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 
-// benchConnection is the ConnectionPolicy of namespace i: one reach with
-// two scopes and a CEL condition, the shape of the decision benchmarks.
-func benchConnection(i int) *v1alpha1.ConnectionPolicy {
+// conditions says how the CEL conditions of the benchmark policies relate.
+type conditions int
+
+const (
+	// templated policies all have the same conditions, as when one
+	// template makes a policy per namespace: they compile once.
+	templated conditions = iota
+	// distinct conditions differ from every other in the store (in a
+	// literal, so each has the same shape and cost as its templated form).
+	distinct
+)
+
+func (c conditions) String() string {
+	if c == distinct {
+		return "distinct"
+	}
+	return "templated"
+}
+
+// benchConnectionWith is the ConnectionPolicy of namespace i: one reach
+// with two scopes and a CEL condition, the shape of the decision benchmarks.
+func benchConnectionWith(i int, conds conditions) *v1alpha1.ConnectionPolicy {
 	ns := fmt.Sprintf("team-%05d", i)
+	when := `connection.age < duration("1h")`
+	if conds == distinct {
+		when = fmt.Sprintf(`connection.age < duration("%ds")`, 3600+i)
+	}
 	return &v1alpha1.ConnectionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client", UID: types.UID(ns + "/client"), Generation: 1, CreationTimestamp: benchCreated},
 		Spec: v1alpha1.ConnectionPolicySpec{
@@ -34,23 +57,31 @@ func benchConnection(i int) *v1alpha1.ConnectionPolicy {
 				Class: "ledger", Scopes: []v1alpha1.Scope{"ledger.read", "ledger.write"},
 				MaxClassification: v1alpha1.ClassificationConfidential,
 			}},
-			When: `connection.age < duration("1h")`,
+			When: v1alpha1.Expression(when),
 		},
 	}
 }
 
-// benchResource is the ResourcePolicy of namespace i with ten rules: two
+// benchResourceWith is the ResourcePolicy of namespace i with ten rules: two
 // Deny rules and eight Allow rules over two actions, two path patterns and
 // a scope each, every rule naming the namespace's connection, and three of
 // them (one Deny, two Allow) with a CEL condition.
-func benchResource(i int) *v1alpha1.ResourcePolicy {
+func benchResourceWith(i int, conds conditions) *v1alpha1.ResourcePolicy {
 	ns := fmt.Sprintf("team-%05d", i)
+	night := `request.time.getHours() < 2`
+	source := func(int) string { return `request.attributes["sourceIP"].startsWith("10.")` }
+	if conds == distinct {
+		night = fmt.Sprintf(`request.time.getHours() < %d`, 2+i)
+		source = func(j int) string {
+			return fmt.Sprintf(`request.attributes["sourceIP"].startsWith("10.%d.%d.")`, i, j)
+		}
+	}
 	client := []v1alpha1.ConnectionRef{{Namespace: ns, Name: "client"}}
 	rules := make([]v1alpha1.Rule, 0, 10)
 	rules = append(rules,
 		v1alpha1.Rule{Name: "no-archive-delete", Effect: v1alpha1.EffectDeny, Actions: []string{"DELETE"}, Resources: []string{"/archive/**"}},
 		v1alpha1.Rule{Name: "no-night-writes", Effect: v1alpha1.EffectDeny, Actions: []string{"PUT", "POST"}, Resources: []string{"/entries/*", "/reports/**"},
-			Connections: client, When: `request.time.getHours() < 2`},
+			Connections: client, When: v1alpha1.Expression(night)},
 	)
 	for j := range 8 {
 		r := v1alpha1.Rule{
@@ -60,7 +91,7 @@ func benchResource(i int) *v1alpha1.ResourcePolicy {
 			Scopes:    []v1alpha1.Scope{"ledger.read"}, Connections: client,
 		}
 		if j < 2 {
-			r.When = `request.attributes["sourceIP"].startsWith("10.")`
+			r.When = v1alpha1.Expression(source(j))
 		}
 		rules = append(rules, r)
 	}
@@ -73,15 +104,15 @@ func benchResource(i int) *v1alpha1.ResourcePolicy {
 }
 
 // loadedBuilder returns a builder holding n ConnectionPolicies and n
-// ResourcePolicies, compiled.
+// ResourcePolicies, compiled, every condition distinct.
 func loadedBuilder(b *testing.B, n int) *Builder {
 	b.Helper()
 	bld := NewBuilder(policy.NewCompiler(policy.CompilerOptions{}))
 	for i := range n {
-		if err := bld.UpsertConnection(benchConnection(i)); err != nil {
+		if err := bld.UpsertConnection(benchConnectionWith(i, distinct)); err != nil {
 			b.Fatal(err)
 		}
-		if err := bld.UpsertResource(benchResource(i)); err != nil {
+		if err := bld.UpsertResource(benchResourceWith(i, distinct)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -89,19 +120,21 @@ func loadedBuilder(b *testing.B, n int) *Builder {
 }
 
 // BenchmarkBuild is the snapshot build after a change: the builder holds n
-// compiled ConnectionPolicies and n ResourcePolicies, one of each is
-// recompiled (a new generation, as after an edit) and Build indexes them
-// all into a new snapshot. This is what a policy change costs before the
-// new snapshot serves.
+// compiled ConnectionPolicies and n ResourcePolicies, one ResourcePolicy is
+// recompiled (a new generation with one condition edited, as after an
+// edit; its other conditions are unchanged and not compiled again) and
+// Build indexes them all into a new snapshot. This is what a policy change
+// costs before the new snapshot serves.
 func BenchmarkBuild(b *testing.B) {
 	for _, n := range scaleSizes {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			bld := loadedBuilder(b, n)
-			rp := benchResource(n / 2)
+			rp := benchResourceWith(n/2, distinct)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
 				rp.Generation++
+				rp.Spec.Rules[1].When = v1alpha1.Expression(fmt.Sprintf(`request.time.getHours() < %d`, rp.Generation))
 				if err := bld.UpsertResource(rp); err != nil {
 					b.Fatal(err)
 				}
@@ -114,16 +147,17 @@ func BenchmarkBuild(b *testing.B) {
 }
 
 // BenchmarkBuildFromScratch compiles n ConnectionPolicies and n
-// ResourcePolicies into an empty builder and builds the first snapshot, as
-// a replica does when it starts. ns/op is the whole load; ns/pair is per
-// ConnectionPolicy and ResourcePolicy pair.
+// ResourcePolicies, every condition distinct (the worst case: identical
+// conditions compile once), into an empty builder and builds the first
+// snapshot, as a replica does when it starts. ns/op is the whole load;
+// ns/pair is per ConnectionPolicy and ResourcePolicy pair.
 func BenchmarkBuildFromScratch(b *testing.B) {
 	for _, n := range scaleSizes {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			conns := make([]*v1alpha1.ConnectionPolicy, n)
 			ress := make([]*v1alpha1.ResourcePolicy, n)
 			for i := range n {
-				conns[i], ress[i] = benchConnection(i), benchResource(i)
+				conns[i], ress[i] = benchConnectionWith(i, distinct), benchResourceWith(i, distinct)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -152,23 +186,28 @@ func BenchmarkBuildFromScratch(b *testing.B) {
 // policy (heap-B/policy). The compiler and its CEL environments are made
 // before the first reading, so they are not counted: they are shared by
 // all policies. The ConnectionPolicies are measured the same way
-// (heap-B/connection). ns/op is meaningless here.
+// (heap-B/connection). With templated conditions every policy repeats the
+// same ones, which compile once (their cost is spread over the n
+// policies); with distinct conditions each is compiled on its own, the
+// worst case. ns/op is meaningless here.
 func BenchmarkBuildMemory(b *testing.B) {
-	for _, n := range scaleSizes {
-		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
-			ress := make([]*v1alpha1.ResourcePolicy, n)
-			conns := make([]*v1alpha1.ConnectionPolicy, n)
-			for i := range n {
-				ress[i], conns[i] = benchResource(i), benchConnection(i)
-			}
-			var perRes, perConn float64
-			for b.Loop() {
-				perRes = heapPerPolicy(b, n, func(bld *Builder, i int) error { return bld.UpsertResource(ress[i]) })
-				perConn = heapPerPolicy(b, n, func(bld *Builder, i int) error { return bld.UpsertConnection(conns[i]) })
-			}
-			b.ReportMetric(perRes, "heap-B/policy")
-			b.ReportMetric(perConn, "heap-B/connection")
-		})
+	for _, conds := range []conditions{distinct, templated} {
+		for _, n := range scaleSizes {
+			b.Run(fmt.Sprintf("conditions=%s/policies=%d", conds, n), func(b *testing.B) {
+				ress := make([]*v1alpha1.ResourcePolicy, n)
+				conns := make([]*v1alpha1.ConnectionPolicy, n)
+				for i := range n {
+					ress[i], conns[i] = benchResourceWith(i, conds), benchConnectionWith(i, conds)
+				}
+				var perRes, perConn float64
+				for b.Loop() {
+					perRes = heapPerPolicy(b, n, func(bld *Builder, i int) error { return bld.UpsertResource(ress[i]) })
+					perConn = heapPerPolicy(b, n, func(bld *Builder, i int) error { return bld.UpsertConnection(conns[i]) })
+				}
+				b.ReportMetric(perRes, "heap-B/policy")
+				b.ReportMetric(perConn, "heap-B/connection")
+			})
+		}
 	}
 }
 
