@@ -154,12 +154,12 @@ func TestSharedFormEvaluatesConcurrently(t *testing.T) {
 			if i%2 == 0 {
 				got, err := p.Eval(&Activation{Request: &Request{Scopes: []string{"ledger.read"}}})
 				if err != nil || !got {
-					errs <- fmt.Errorf("small input %d: %v, %v; want true", i, got, err)
+					errs <- fmt.Errorf("small input %d: %v, %w; want true", i, got, err)
 				}
 				return
 			}
 			if got, err := p.Eval(&Activation{Request: &Request{Scopes: many}}); !errors.Is(err, ErrCostLimit) || got {
-				errs <- fmt.Errorf("large input %d: %v, %v; want ErrCostLimit", i, got, err)
+				errs <- fmt.Errorf("large input %d: %v, %w; want ErrCostLimit", i, got, err)
 			}
 		})
 	}
