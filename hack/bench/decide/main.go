@@ -34,7 +34,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"runtime/trace"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -50,6 +49,7 @@ import (
 
 	"github.com/sallyport/sallyport/hack/bench/internal/floorapi"
 	"github.com/sallyport/sallyport/hack/bench/internal/liveheap"
+	"github.com/sallyport/sallyport/hack/bench/internal/recording"
 	"github.com/sallyport/sallyport/internal/credential"
 	"github.com/sallyport/sallyport/internal/decision"
 	"github.com/sallyport/sallyport/internal/decisionlog"
@@ -165,29 +165,15 @@ func run() error {
 	}
 	srv := newServer(handler)
 
-	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer func() { _ = pf.Close() }()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopRecording, err := recording.Start(f.cpuProfile, f.traceFile)
+	if err != nil {
+		return err
 	}
-
-	if f.traceFile != "" {
-		tf, err := os.Create(f.traceFile)
-		if err != nil {
-			return fmt.Errorf("trace: %w", err)
+	defer func() {
+		if err := stopRecording(); err != nil {
+			fmt.Fprintln(os.Stderr, "decide:", err)
 		}
-		defer func() { _ = tf.Close() }()
-		if err := trace.Start(tf); err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		defer trace.Stop()
-	}
+	}()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

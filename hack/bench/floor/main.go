@@ -13,13 +13,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/pprof"
-	"runtime/trace"
 	"syscall"
 	"time"
 
 	"github.com/sallyport/sallyport/hack/bench/internal/floorapi"
 	"github.com/sallyport/sallyport/hack/bench/internal/liveheap"
+	"github.com/sallyport/sallyport/hack/bench/internal/recording"
 	"github.com/sallyport/sallyport/internal/gctune"
 )
 
@@ -39,28 +38,15 @@ func main() {
 }
 
 func run(addr, addrFile, cpuProfile, traceFile string) error {
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = f.Close() }()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopRecording, err := recording.Start(cpuProfile, traceFile)
+	if err != nil {
+		return err
 	}
-	if traceFile != "" {
-		f, err := os.Create(traceFile)
-		if err != nil {
-			return err
+	defer func() {
+		if err := stopRecording(); err != nil {
+			fmt.Fprintln(os.Stderr, "floor:", err)
 		}
-		defer func() { _ = f.Close() }()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
-	}
+	}()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
