@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -131,6 +132,9 @@ func runManager(args []string) int {
 	log.Info("Starting sallyport", "version", version.Get().String())
 	if gc := gctune.Apply(); gc != (gctune.Settings{}) {
 		log.Info("Tuned the garbage collector for the decision path (GOGC and GOMEMLIMIT override)", "gcPercent", gc.GCPercent, "memoryLimitBytes", gc.MemoryLimit)
+	}
+	if advice := gctune.OneProcessorAdvice(runtime.GOMAXPROCS(0)); advice != "" {
+		log.Info(advice)
 	}
 	cfg, err := config.GetConfig()
 	if err != nil {

@@ -5,6 +5,9 @@
 // second, and its pauses and assists show in the latency tail. A larger
 // GOGC makes cycles rare at the cost of a heap a few times the live one
 // (megabytes here); a memory limit below the container's keeps that bounded.
+// It also says what to tell an operator running on a single processor,
+// where no setting of the collector keeps its cycles out of the latency
+// tail.
 package gctune
 
 import (
@@ -47,6 +50,19 @@ func Apply() Settings {
 		}
 	}
 	return s
+}
+
+// OneProcessorAdvice is what the operator logs when Go runs it on a single
+// processor (GOMAXPROCS=1, as under a CPU limit below 2): there every
+// collection cycle holds up decisions for a few milliseconds, since marking
+// takes a quarter of the only processor and the background sweeper keeps
+// the network poller from running until it is done (docs/benchmarks.md,
+// "Where the due-time tail comes from"). Empty when procs is more than one.
+func OneProcessorAdvice(procs int) string {
+	if procs > 1 {
+		return ""
+	}
+	return "Running on one processor (GOMAXPROCS=1, as under a CPU limit below 2): each garbage collection delays decisions by a few milliseconds; give the operator 2 CPUs or more where the decision API's latency tail matters"
 }
 
 // containerMemoryLimit reads the cgroup v2 memory limit; "max", a missing

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -36,5 +37,16 @@ func TestApply(t *testing.T) {
 				t.Errorf("Apply() = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestOneProcessorAdvice(t *testing.T) {
+	if got := OneProcessorAdvice(1); !strings.Contains(got, "GOMAXPROCS=1") || !strings.Contains(got, "2 CPUs") {
+		t.Errorf("OneProcessorAdvice(1) = %q, want advice naming GOMAXPROCS=1 and 2 CPUs", got)
+	}
+	for _, procs := range []int{2, 64} {
+		if got := OneProcessorAdvice(procs); got != "" {
+			t.Errorf("OneProcessorAdvice(%d) = %q, want none", procs, got)
+		}
 	}
 }
