@@ -189,11 +189,16 @@ func runInstallation(t *testing.T, bin string, inst installation) {
 
 	if inst.crash {
 		// A killed replica loses the decisions since its last usage
-		// report (docs/least-privilege.md): wait for the one that holds
-		// its decision, so the merged count below is exact.
+		// report (docs/least-privilege.md): wait until its report holds
+		// its decision, so the merged count below is exact. The rule and
+		// the reach entry can sit in different shards, written one after
+		// the other, so wait for both.
 		testenv.Eventually(t, 30*time.Second, func() error {
-			if n := reportedRuleDecisions(t, inst.namespace, a.name, "read-entries"); n < 1 {
-				return fmt.Errorf("%s reported %d decisions of read-entries", a.name, n)
+			if n := reportedDecisions(t, inst.namespace, a.name, usage.KindResource, "ledger", "ledger-api", "read-entries"); n < 1 {
+				return fmt.Errorf("%s reported %d decisions of rule read-entries", a.name, n)
+			}
+			if n := reportedDecisions(t, inst.namespace, a.name, usage.KindConnection, "billing", "billing-to-ledger", "ledger"); n < 1 {
+				return fmt.Errorf("%s reported %d decisions of billing-to-ledger's reach into ledger", a.name, n)
 			}
 			return nil
 		})
@@ -779,9 +784,10 @@ func checkUsageMerged(t *testing.T, inst installation, cp *v1alpha1.ConnectionPo
 	}
 }
 
-// reportedRuleDecisions reads, from a replica's usage report, how many
-// decisions a rule of the ResourcePolicy ledger/ledger-api made.
-func reportedRuleDecisions(t *testing.T, ns, replica, rule string) uint64 {
+// reportedDecisions is what replica's usage report (in namespace ns) says
+// of one grant of the policy kind policyNS/policyName: a rule by name, or a
+// reach entry by class.
+func reportedDecisions(t *testing.T, ns, replica, kind, policyNS, policyName, grant string) uint64 {
 	t.Helper()
 	for k := range usage.Shards {
 		cm := &corev1.ConfigMap{}
@@ -789,8 +795,8 @@ func reportedRuleDecisions(t *testing.T, ns, replica, rule string) uint64 {
 			continue
 		}
 		for _, p := range decodeReport(t, cm).Policies {
-			if p.Kind == usage.KindResource && p.Namespace == "ledger" && p.Name == "ledger-api" {
-				return p.Grants[rule].Decisions
+			if p.Kind == kind && p.Namespace == policyNS && p.Name == policyName {
+				return p.Grants[grant].Decisions
 			}
 		}
 	}
