@@ -24,7 +24,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -101,13 +100,21 @@ func parseFlags() *flags {
 	return f
 }
 
-func run() error {
-	f := parseFlags()
+// check refuses flag values the run cannot use, naming the flag.
+func (f *flags) check() error {
 	if f.policies < 1 {
-		return errors.New("-policies must be at least 1")
+		return fmt.Errorf("-policies must be at least 1, not %d", f.policies)
 	}
 	if f.handler != "decide" && f.handler != "floor" {
 		return fmt.Errorf("-handler must be \"decide\" or \"floor\", not %q", f.handler)
+	}
+	return nil
+}
+
+func run() error {
+	f := parseFlags()
+	if err := f.check(); err != nil {
+		return err
 	}
 	mode, err := decisionlog.ParseMode(f.logMode)
 	if err != nil {

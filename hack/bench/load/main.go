@@ -88,10 +88,27 @@ func run() error {
 	if *check {
 		return checkOnce(cfg)
 	}
-	if cfg.rate <= 0 || cfg.connections <= 0 || cfg.duration <= 0 || cfg.warmup < 0 || cfg.slowOver <= 0 {
-		return errors.New("-rate, -connections, -duration and -slow-over must be positive, -warmup not negative")
+	if err := cfg.check(); err != nil {
+		return err
 	}
 	return measure(cfg)
+}
+
+// check refuses settings a measurement cannot use, naming the flag.
+func (cfg *config) check() error {
+	switch {
+	case cfg.rate <= 0:
+		return fmt.Errorf("-rate must be positive, not %v", cfg.rate)
+	case cfg.connections <= 0:
+		return fmt.Errorf("-connections must be positive, not %d", cfg.connections)
+	case cfg.duration <= 0:
+		return fmt.Errorf("-duration must be positive, not %s", cfg.duration)
+	case cfg.warmup < 0:
+		return fmt.Errorf("-warmup must not be negative, not %s", cfg.warmup)
+	case cfg.slowOver <= 0:
+		return fmt.Errorf("-slow-over must be positive, not %s", cfg.slowOver)
+	}
+	return nil
 }
 
 // requestBytes is the whole HTTP/1.1 request.

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +80,11 @@ func TestReadSlow(t *testing.T) {
 		if _, err := readSlow(bad); err == nil {
 			t.Errorf("%s: readSlow accepted %q", name, text)
 		}
+	}
+}
+
+func TestReadTraceRefusesWhatIsNotATrace(t *testing.T) {
+	if _, err := readTrace(strings.NewReader("load: 1000 answers\n")); err == nil {
+		t.Error("readTrace accepted a text file")
 	}
 }
